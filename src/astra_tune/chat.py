@@ -1,0 +1,209 @@
+"""Streaming chat with a resolved model, formatted by the model's own chat template.
+
+Hugging Face directories run through transformers; `.gguf` files run through llama.cpp,
+which reads the template stored in the GGUF. Either way the prompt is what the model was
+trained on: no hand-written prompt strings here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from rich.console import Console
+
+from astra_tune.errors import ModelError
+from astra_tune.models.catalog import bundled_gguf_path
+from astra_tune.models.resolve import parse_spec, resolve_model
+from astra_tune.progress import quiet_hf_progress
+
+Engine = Literal["auto", "transformers", "llama.cpp"]
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Sampling settings shared by every engine."""
+
+    # Low by default: small instruct models (the 135M default) ramble at 0.7 and stay on
+    # topic at 0.2, which is also what SmolLM2's authors recommend.
+    temperature: float = 0.2
+    top_p: float = 0.9
+    max_tokens: int = 512
+    seed: int | None = None
+
+
+class ChatEngine(Protocol):
+    """Something that turns a conversation into a stream of answer text."""
+
+    description: str
+
+    def stream(
+        self,
+        messages: list[Message],
+        options: GenerationOptions,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]: ...
+
+    def close(self) -> None: ...
+
+
+class TransformersChat:
+    """Chat through transformers `generate` with a token streamer."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.float32
+        if self.device == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            with quiet_hf_progress():
+                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+            self.model = model.to(self.device)
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"cannot load the model in {model_dir}: {exc}",
+                where=str(model_dir),
+                fix="check that the directory holds config.json, tokenizer files and *.safetensors",
+            ) from exc
+        self.model.eval()
+        if not self.tokenizer.chat_template:
+            raise ModelError(
+                f"the model in {model_dir} has no chat template, so it is not a chat model",
+                where=str(model_dir / "tokenizer_config.json"),
+                fix="chat with an instruct model (e.g. smollm2-135m-instruct)",
+            )
+        self.description = f"{model_dir.name} via transformers on {self.device} ({dtype})".replace(
+            "torch.", ""
+        )
+
+    def stream(
+        self,
+        messages: list[Message],
+        options: GenerationOptions,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        inputs = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(self.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return cancel is not None and cancel.is_set()
+
+        sampling: dict[str, Any] = {"do_sample": False}
+        if options.temperature > 0:
+            sampling = {
+                "do_sample": True,
+                "temperature": options.temperature,
+                "top_p": options.top_p,
+            }
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                if options.seed is not None:
+                    torch.manual_seed(options.seed)
+                with torch.inference_mode():
+                    self.model.generate(
+                        **inputs,
+                        **sampling,
+                        max_new_tokens=options.max_tokens,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                        pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                    )
+            except BaseException as exc:  # re-raised in the caller's thread below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        try:
+            yield from streamer
+        finally:
+            if cancel is not None and worker.is_alive():
+                cancel.set()
+            worker.join()
+        if failure:
+            raise failure[0]
+
+    def close(self) -> None:
+        """Nothing to release: the model is freed with the object."""
+
+
+class LlamaCppChat:
+    """Chat through llama.cpp, using the chat template stored in the GGUF."""
+
+    def __init__(self, gguf_path: Path, *, n_ctx: int = 4096) -> None:
+        from llama_cpp import Llama
+
+        try:
+            self.llm = Llama(
+                model_path=str(gguf_path),
+                n_ctx=n_ctx,
+                n_threads=os.cpu_count() or 1,
+                verbose=False,
+            )
+        except ValueError as exc:
+            raise ModelError(
+                f"llama.cpp cannot load {gguf_path.name}: {exc}",
+                where=str(gguf_path),
+                fix="check that the file is a complete GGUF (re-export or re-download it)",
+            ) from exc
+        self.description = f"{gguf_path.name} via llama.cpp on cpu"
+
+    def stream(
+        self,
+        messages: list[Message],
+        options: GenerationOptions,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[str]:
+        chunks = self.llm.create_chat_completion(
+            messages=messages,  # type: ignore[arg-type]
+            temperature=options.temperature,
+            top_p=options.top_p,
+            max_tokens=options.max_tokens,
+            seed=options.seed,
+            stream=True,
+        )
+        for chunk in chunks:
+            if cancel is not None and cancel.is_set():
+                break
+            text = chunk["choices"][0]["delta"].get("content")  # type: ignore[index]
+            if text:
+                yield text
+
+    def close(self) -> None:
+        """Free the llama.cpp model now, not in a destructor at interpreter exit."""
+        self.llm.close()
+
+
+def open_chat(spec: str, *, engine: Engine = "auto", console: Console | None = None) -> ChatEngine:
+    """Load `spec` for chat: `.gguf` files run on llama.cpp, everything else on transformers."""
+    parsed = parse_spec(spec)
+    if engine == "auto":
+        engine = "llama.cpp" if parsed.kind == "gguf" else "transformers"
+    if engine == "llama.cpp":
+        if parsed.kind == "gguf":
+            assert parsed.path is not None
+            return LlamaCppChat(parsed.path)
+        if parsed.entry is not None and parsed.entry.source == "bundled":
+            return LlamaCppChat(bundled_gguf_path(parsed.entry))
+        raise ModelError(
+            f"{spec} is not a GGUF model, and llama.cpp runs only GGUF files",
+            fix="use --engine transformers, or export the model to GGUF first",
+        )
+    return TransformersChat(resolve_model(spec, console=console).path)

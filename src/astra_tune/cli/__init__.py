@@ -1,0 +1,1 @@
+"""The `astra` command line: thin Typer commands over the stage functions."""

@@ -1,0 +1,49 @@
+"""The root `astra` command and its error handling."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from astra_tune import __version__
+from astra_tune.cli import chat, doctor, models, recipe
+from astra_tune.cli.output import print_error
+from astra_tune.errors import AstraError
+
+app = typer.Typer(
+    name="astra",
+    help="Astra Tune: fine-tune language models and put them to work.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+app.command("doctor")(doctor.doctor)
+app.command("chat")(chat.chat)
+app.add_typer(models.app, name="models")
+app.add_typer(recipe.app, name="recipe")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"astra-tune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Astra Tune: fine-tune language models and put them to work."""
+
+
+def main() -> None:
+    """Entry point: run the CLI; user errors print one message and exit 2, bugs keep tracebacks."""
+    try:
+        app()
+    except AstraError as exc:
+        print_error(exc)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,78 @@
+"""The one exception hierarchy for problems a user can fix.
+
+    AstraError            a user-facing problem: what is wrong, where, how to fix it
+     ├── ConfigError      a recipe or command-line option is invalid (may hold many problems)
+     ├── ModelError       a model cannot be found, downloaded, converted or loaded
+     └── DependencyError  a required package or system piece is missing
+
+The CLI prints an `AstraError` as one message without a traceback and exits with
+`exit_code`. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AstraError(Exception):
+    """A problem the user can fix; the message says what, where and how."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.where = where
+        self.fix = fix
+
+    def details(self) -> list[str]:
+        """Lines shown under the headline (empty for a one-line error)."""
+        return []
+
+    def __str__(self) -> str:
+        lines = [self.what]
+        if self.where:
+            lines.append(f"  where: {self.where}")
+        lines.extend(f"  {line}" for line in self.details())
+        if self.fix:
+            lines.append(f"  fix: {self.fix}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid value: the field path, where it was written, and what is wrong."""
+
+    path: str
+    message: str
+    location: str | None = None
+
+    def __str__(self) -> str:
+        prefix = f"{self.location}: " if self.location else ""
+        return f"{prefix}{self.path}: {self.message}"
+
+
+class ConfigError(AstraError):
+    """A recipe or option is invalid; carries every problem found, not just the first."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        problems: list[Problem] | None = None,
+        where: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        super().__init__(what, where=where, fix=fix)
+        self.problems = problems or []
+
+    def details(self) -> list[str]:
+        return [f"- {p}" for p in self.problems]
+
+
+class ModelError(AstraError):
+    """A model cannot be found, downloaded, converted or loaded."""
+
+
+class DependencyError(AstraError):
+    """A required package or system piece is missing; `fix` names the install command."""

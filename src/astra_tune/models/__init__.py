@@ -1,0 +1,1 @@
+"""Base models: the catalog, spec resolution, GGUF import, and tiny random models for tests."""

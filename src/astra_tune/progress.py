@@ -1,0 +1,72 @@
+"""Progress display for long work: rich bars with rate and ETA, written to stderr.
+
+Progress goes to stderr so that commands whose stdout is data (`astra chat -p`) stay clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+
+class RateColumn(ProgressColumn):
+    """Items per second in the task's `unit` field; blank for tasks without a unit."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit")
+        if unit is None:
+            return Text("")
+        if task.speed is None:
+            return Text(f"  -- {unit}/s", style="progress.data.speed")
+        return Text(f"{task.speed:6.1f} {unit}/s", style="progress.data.speed")
+
+
+def stderr_console() -> Console:
+    """A console on stderr (progress, status and errors)."""
+    return Console(stderr=True)
+
+
+def progress_bar(*, transient: bool = False, console: Console | None = None) -> Progress:
+    """A progress display: description, bar, count, percentage, rate, elapsed and ETA."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console or stderr_console(),
+        transient=transient,
+    )
+
+
+@contextlib.contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """Hide transformers' own tqdm bars (loading, saving) while ours are on screen."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

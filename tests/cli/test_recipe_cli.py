@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.cli_runner import run_astra
+
+
+def test_validate_reports_the_misspelled_key_and_exits_2(tmp_path: Path) -> None:
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text("name: demo\nbase_modle: smollm2-135m-instruct\n")
+    result = run_astra("recipe", "validate", str(recipe))
+    assert result.exit_code == 2
+    assert f"{recipe}:2: base_modle: unknown key — did you mean base_model?" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_validate_accepts_a_good_recipe(tmp_path: Path) -> None:
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text("name: demo\nseed: 7\n")
+    result = run_astra("recipe", "validate", str(recipe))
+    assert result.exit_code == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+def test_validate_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_astra("recipe", "validate", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2
+    assert "recipe file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_show_lists_every_field_with_default_and_description() -> None:
+    result = run_astra("recipe", "show")
+    assert result.exit_code == 0
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "(required)" in lines["name"]
+    assert "smollm2-135m-instruct" in lines["base_model"]
+    assert "42" in lines["seed"]
+    assert "Random seed" in lines["seed"]
+
+
+def test_show_with_a_file_prints_its_values(tmp_path: Path) -> None:
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text("name: my-bot\nseed: 7\n")
+    result = run_astra("recipe", "show", str(recipe))
+    assert result.exit_code == 0
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "my-bot" in lines["name"]
+    assert " 7 " in lines["seed"]

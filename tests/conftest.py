@@ -1,0 +1,43 @@
+"""Session-wide test setup: a private ASTRA_HOME, no hub access, tiny models built once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from astra_tune.models.catalog import DEFAULT_MODEL
+from astra_tune.models.tiny import build_tiny_model, load_default_tokenizer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def astra_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test runs against a fresh ASTRA_HOME and with the Hugging Face hub switched off."""
+    home = tmp_path_factory.mktemp("astra-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASTRA_HOME", str(home))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TOKENIZERS_PARALLELISM", "false")
+        yield home
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer() -> Any:
+    """The real SmolLM2 tokenizer (with chat template), read from the bundled GGUF."""
+    return load_default_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any) -> Path:
+    """A 2-layer, hidden-64 random Llama with SmolLM2's tokenizer, seed 0."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", tokenizer=smollm2_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def default_model_dir(astra_env: Path) -> Path:
+    """The embedded default model, dequantized once into this session's ASTRA_HOME."""
+    from astra_tune.models.resolve import resolve_model
+
+    return resolve_model(DEFAULT_MODEL).path

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from astra_tune.errors import ConfigError
+from astra_tune.models.catalog import DEFAULT_MODEL
+from astra_tune.recipe import Recipe, describe_fields, load_recipe
+
+
+def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path)
+    return [str(p) for p in info.value.problems]
+
+
+def test_minimal_recipe_takes_defaults(tmp_path: Path) -> None:
+    recipe = load_recipe(write(tmp_path, "name: support-bot\n"))
+    assert recipe == Recipe(name="support-bot", base_model=DEFAULT_MODEL, seed=42)
+
+
+def test_misspelled_key_names_the_line_and_the_closest_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: demo\nbase_modle: smollm2-135m-instruct\n")
+    assert problems_of(path) == [f"{path}:2: base_modle: unknown key — did you mean base_model?"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: 'bad name!'\nseed: -1\nsede: 3\n")
+    problems = problems_of(path)
+    assert len(problems) == 3
+    assert problems[0].startswith(f"{path}:1: name: String should match pattern")
+    assert problems[1].startswith(f"{path}:2: seed: Input should be greater than or equal to 0")
+    assert problems[2] == f"{path}:3: sede: unknown key — did you mean seed?"
+
+
+def test_unrelated_unknown_key_lists_valid_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: demo\nzzz: 1\n")
+    assert problems_of(path) == [
+        f"{path}:2: zzz: unknown key (valid keys here: name, base_model, seed)"
+    ]
+
+
+def test_missing_name_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "seed: 1\n")
+    assert problems_of(path) == [f"{path}: name: required field is missing"]
+
+
+def test_unknown_base_model_suggests_a_catalog_name(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: demo\nbase_model: smollm2-135m-instruc\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:2: base_model: Value error, unknown model")
+    assert "did you mean 'smollm2-135m-instruct'?" in problem
+
+
+def test_relative_model_path_is_resolved_against_the_recipe(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "config.json").write_text("{}")
+    recipe_dir = tmp_path
+    recipe = load_recipe(write(recipe_dir, "name: demo\nbase_model: weights\n"))
+    assert recipe.base_model == str((tmp_path / "weights").resolve())
+
+
+def test_yaml_syntax_error_points_at_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: demo\nseed: [1, 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path)
+    assert info.value.where is not None
+    assert info.value.where.startswith(f"{path}:")
+    assert "not valid YAML" in info.value.what
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_recipe(write(tmp_path, "- name: demo\n"))
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.yaml"
+    path.write_bytes("\ufeffname: demo\n".encode())
+    assert load_recipe(path).name == "demo"
+
+
+def test_every_field_is_described() -> None:
+    rows = {row.path: row for row in describe_fields()}
+    assert set(rows) == {"name", "base_model", "seed"}
+    assert all(row.description for row in rows.values())
+    assert rows["name"].default == "(required)"
+    assert rows["base_model"].default == DEFAULT_MODEL
+    assert rows["seed"].default == "42"

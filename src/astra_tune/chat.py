@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -47,7 +47,7 @@ class ChatEngine(Protocol):
         messages: list[Message],
         options: GenerationOptions,
         cancel: threading.Event | None = None,
-    ) -> Iterator[str]: ...
+    ) -> Generator[str, None, None]: ...
 
     def close(self) -> None: ...
 
@@ -90,7 +90,7 @@ class TransformersChat:
         messages: list[Message],
         options: GenerationOptions,
         cancel: threading.Event | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -170,7 +170,7 @@ class LlamaCppChat:
         messages: list[Message],
         options: GenerationOptions,
         cancel: threading.Event | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         chunks = self.llm.create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
             temperature=options.temperature,
@@ -191,19 +191,43 @@ class LlamaCppChat:
         self.llm.close()
 
 
-def open_chat(spec: str, *, engine: Engine = "auto", console: Console | None = None) -> ChatEngine:
-    """Load `spec` for chat: `.gguf` files run on llama.cpp, everything else on transformers."""
+@dataclass(frozen=True)
+class ChatTarget:
+    """A model made ready on disk for one engine; loading it is the next, separate step."""
+
+    engine: Literal["transformers", "llama.cpp"]
+    path: Path
+
+
+def prepare_chat(
+    spec: str, *, engine: Engine = "auto", console: Console | None = None
+) -> ChatTarget:
+    """Resolve `spec` for chat (dequantizing or downloading if needed, with progress).
+
+    `.gguf` files run on llama.cpp; everything else runs on transformers.
+    """
     parsed = parse_spec(spec)
     if engine == "auto":
         engine = "llama.cpp" if parsed.kind == "gguf" else "transformers"
-    if engine == "llama.cpp":
-        if parsed.kind == "gguf":
-            assert parsed.path is not None
-            return LlamaCppChat(parsed.path)
-        if parsed.entry is not None and parsed.entry.source == "bundled":
-            return LlamaCppChat(bundled_gguf_path(parsed.entry))
-        raise ModelError(
-            f"{spec} is not a GGUF model, and llama.cpp runs only GGUF files",
-            fix="use --engine transformers, or export the model to GGUF first",
-        )
-    return TransformersChat(resolve_model(spec, console=console).path)
+    if engine == "transformers":
+        return ChatTarget("transformers", resolve_model(spec, console=console).path)
+    if parsed.kind == "gguf" and parsed.path is not None:
+        return ChatTarget("llama.cpp", parsed.path)
+    if parsed.entry is not None and parsed.entry.source == "bundled":
+        return ChatTarget("llama.cpp", bundled_gguf_path(parsed.entry))
+    raise ModelError(
+        f"{spec} is not a GGUF model, and llama.cpp runs only GGUF files",
+        fix="use --engine transformers, or export the model to GGUF first",
+    )
+
+
+def load_chat(target: ChatTarget) -> ChatEngine:
+    """Load a prepared model into its engine."""
+    if target.engine == "llama.cpp":
+        return LlamaCppChat(target.path)
+    return TransformersChat(target.path)
+
+
+def open_chat(spec: str, *, engine: Engine = "auto", console: Console | None = None) -> ChatEngine:
+    """Prepare and load `spec` for chat in one call."""
+    return load_chat(prepare_chat(spec, engine=engine, console=console))

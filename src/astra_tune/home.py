@@ -27,9 +27,3 @@ def runs_dir() -> Path:
 def registry_dir() -> Path:
     """Content-addressed model registry."""
     return astra_home() / "registry"
-
-
-def ensure_dir(path: Path) -> Path:
-    """Create `path` (and parents) if missing and return it."""
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -113,3 +113,16 @@ def test_changed_source_is_not_current(
     assert not is_current(copy, gguf_path)
     os.remove(copy / MARKER)
     assert not is_current(copy, gguf_path)
+
+
+def test_a_local_gguf_file_is_dequantized_once(gguf_path: Path) -> None:
+    resolved = resolve_model(str(gguf_path))
+    assert resolved.kind == "gguf"
+    assert resolved.gguf_path == gguf_path
+    assert resolved.path.parent.name == "gguf"
+    assert resolved.path.name.startswith(gguf_path.stem)
+    assert is_current(resolved.path, gguf_path)
+    weights = resolved.path / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert resolve_model(str(gguf_path)).path == resolved.path
+    assert weights.stat().st_mtime_ns == before

@@ -8,7 +8,14 @@ import threading
 import typer
 from rich.console import Console
 
-from astra_tune.chat import ChatEngine, Engine, GenerationOptions, Message, open_chat
+from astra_tune.chat import (
+    ChatEngine,
+    Engine,
+    GenerationOptions,
+    Message,
+    load_chat,
+    prepare_chat,
+)
 
 
 def chat(
@@ -41,8 +48,11 @@ def chat(
     if engine not in ("auto", "transformers", "llama.cpp"):
         raise typer.BadParameter("choose auto, transformers or llama.cpp", param_hint="--engine")
     status = Console(stderr=True)
+    # Preparing may show its own progress bar (first use dequantizes), so it runs before
+    # the spinner: rich allows one live display at a time.
+    target = prepare_chat(model, engine=engine, console=status)  # type: ignore[arg-type]
     with status.status(f"loading {model}…"):
-        session = open_chat(model, engine=engine, console=status)  # type: ignore[arg-type]
+        session = load_chat(target)
     options = GenerationOptions(
         temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed
     )
@@ -60,14 +70,17 @@ def _answer(session: ChatEngine, messages: list[Message], options: GenerationOpt
     """Stream one answer to stdout; Ctrl-C stops it and keeps what was said."""
     cancel = threading.Event()
     parts: list[str] = []
+    stream = session.stream(messages, options, cancel)
     try:
-        for text in session.stream(messages, options, cancel):
+        for text in stream:
             parts.append(text)
             sys.stdout.write(text)
             sys.stdout.flush()
     except KeyboardInterrupt:
         cancel.set()
         sys.stdout.write(" [stopped]")
+    finally:
+        stream.close()  # stops and joins the generation thread now, not at GC time
     sys.stdout.write("\n")
     sys.stdout.flush()
     return "".join(parts)

@@ -151,8 +151,8 @@ def import_gguf(
 
     step = progress.add_task("writing safetensors", total=None)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(out_dir)
     staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     try:
         with quiet_hf_progress():
             model.save_pretrained(staging, safe_serialization=True)
@@ -182,6 +182,16 @@ def _replace_dir(staging: Path, target: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, target)
+
+
+def _remove_abandoned(out_dir: Path) -> None:
+    """Delete staging copies left by imports that were killed (their process is gone)."""
+    import psutil
+
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not psutil.pid_exists(int(pid))):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _count_tensors(gguf_path: Path) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 
@@ -93,10 +94,14 @@ def _interactive(
     system: str | None,
     console: Console,
 ) -> None:
+    # Importing readline gives input() line editing and history; Windows has none.
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401
     console.print(
         f"[bold]{session.description}[/]\n"
         "[dim]/clear forgets the conversation, /system TEXT sets the system prompt, "
-        "/exit or Ctrl-D quits[/]"
+        "/exit or Ctrl-D quits[/]",
+        highlight=False,
     )
     while True:
         try:

@@ -43,7 +43,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_unrelated_unknown_key_lists_valid_keys(tmp_path: Path) -> None:
     path = write(tmp_path, "name: demo\nzzz: 1\n")
     assert problems_of(path) == [
-        f"{path}:2: zzz: unknown key (valid keys here: name, base_model, seed)"
+        f"{path}:2: zzz: unknown key (valid keys here: name, base_model, seed, data)"
     ]
 
 
@@ -94,8 +94,34 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
 
 def test_every_field_is_described() -> None:
     rows = {row.path: row for row in describe_fields()}
-    assert set(rows) == {"name", "base_model", "seed"}
+    assert {"name", "base_model", "seed", "data.system_prompt", "data.dedup.near_threshold"} <= set(
+        rows
+    )
     assert all(row.description for row in rows.values())
     assert rows["name"].default == "(required)"
     assert rows["base_model"].default == DEFAULT_MODEL
     assert rows["seed"].default == "42"
+
+
+def test_nested_misspelling_names_the_full_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: demo\ndata:\n  dedup:\n    near_treshold: 0.9\n")
+    assert problems_of(path) == [
+        f"{path}:4: data.dedup.near_treshold: unknown key — did you mean data.dedup.near_threshold?"
+    ]
+
+
+def test_data_sources_accept_plain_paths(tmp_path: Path) -> None:
+    recipe = load_recipe(
+        write(tmp_path, "name: demo\ndata:\n  sources: [a.jsonl, {path: b.csv, format: alpaca}]\n")
+    )
+    assert [(s.path, s.format) for s in recipe.data.sources] == [
+        ("a.jsonl", "auto"),
+        ("b.csv", "alpaca"),
+    ]
+
+
+def test_split_shares_must_leave_training_data(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: demo\ndata:\n  split: {val: 0.5, test: 0.5}\n")
+    [problem] = problems_of(path)
+    assert "split.val + split.test must leave records for training" in problem
+    assert problem.startswith(f"{path}:2: data:")

@@ -3,6 +3,7 @@
     AstraError            a user-facing problem: what is wrong, where, how to fix it
      ├── ConfigError      a recipe or command-line option is invalid (may hold many problems)
      ├── ModelError       a model cannot be found, downloaded, converted or loaded
+     ├── DataError        a data source cannot be read, or its records make no sense
      └── DependencyError  a required package or system piece is missing
 
 The CLI prints an `AstraError` as one message without a traceback and exits with
@@ -72,6 +73,10 @@ class ConfigError(AstraError):
 
 class ModelError(AstraError):
     """A model cannot be found, downloaded, converted or loaded."""
+
+
+class DataError(AstraError):
+    """A data source cannot be read, has an unknown shape, or filters leave nothing."""
 
 
 class DependencyError(AstraError):

@@ -12,9 +12,17 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticUndefined
 
 from astra_tune.errors import AstraError, ConfigError, Problem
@@ -39,6 +47,144 @@ RunName = Annotated[
 ]
 
 
+FormatName = Literal[
+    "auto", "alpaca", "dolly", "sharegpt", "openai", "prompt_completion", "text", "preference"
+]
+
+
+class SourceConfig(Section):
+    """One data source and how to read it."""
+
+    path: str = Field(
+        description="A file (.jsonl .json .csv .tsv .parquet .md .html .txt), a directory "
+        "(documents or a datasets save_to_disk), 'builtin:NAME', or a hub dataset id org/name."
+    )
+    format: FormatName = Field("auto", description="Record format; 'auto' detects it per file.")
+    mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description="Canonical field -> source column, e.g. {instruction: question}.",
+    )
+    split: str = Field("train", description="Hub datasets: which split to load.")
+    subset: str | None = Field(None, description="Hub datasets: the configuration (subset) name.")
+    revision: str | None = Field(None, description="Hub datasets: branch, tag or commit.")
+    assign_to: Literal["train", "val", "test"] | None = Field(
+        None,
+        description="Put every record of this source in this split; a split that gets a "
+        "pinned source takes no share of the other records.",
+    )
+
+
+class CleanConfig(Section):
+    """Text cleaning; on by default because it never changes meaning."""
+
+    unicode_nfc: bool = Field(True, description="Normalize Unicode to NFC.")
+    strip_control_chars: bool = Field(
+        True, description="Remove control and zero-width characters (tabs and newlines stay)."
+    )
+    normalize_whitespace: bool = Field(
+        True,
+        description="Unify line endings and odd spaces, trim trailing spaces; indentation stays.",
+    )
+    strip_urls: bool = Field(False, description="Remove http(s) URLs from all text.")
+
+
+class FilterConfig(Section):
+    """Which examples to drop. Defaults drop only empty, broken and garbage examples."""
+
+    min_response_chars: int = Field(1, ge=0, description="Drop answers shorter than this.")
+    max_response_chars: int | None = Field(None, ge=1, description="Drop answers longer than this.")
+    min_response_tokens: int | None = Field(
+        None, ge=0, description="Drop answers with fewer base-model tokens."
+    )
+    max_response_tokens: int | None = Field(
+        None, ge=1, description="Drop answers with more base-model tokens."
+    )
+    languages: list[str] | None = Field(
+        None, description="Keep only these ISO 639-1 languages (e.g. [en, fr]); null keeps all."
+    )
+    language_confidence: float = Field(
+        0.9, ge=0, le=1, description="Drop for language only when the detector is this sure."
+    )
+    language_min_chars: int = Field(
+        40, ge=0, description="Texts shorter than this are never dropped for language."
+    )
+    max_char_run: int | None = Field(
+        100, ge=2, description="Drop text with a run of one non-space character this long."
+    )
+    min_alpha_ratio: float = Field(
+        0.1, ge=0, le=1, description="Drop text whose share of letters is below this."
+    )
+    alpha_min_chars: int = Field(
+        32, ge=0, description="Texts shorter than this skip the letter-share check."
+    )
+
+
+class DedupConfig(Section):
+    """Duplicate removal; the first occurrence is kept."""
+
+    exact: bool = Field(True, description="Drop records identical after case/space folding.")
+    near: bool = Field(True, description="Drop near-duplicates (MinHash LSH on word shingles).")
+    near_threshold: float = Field(
+        0.8, gt=0, le=1, description="Jaccard similarity at which two records are near-duplicates."
+    )
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    shingle_words: int = Field(3, ge=1, le=10, description="Words per shingle.")
+
+
+class SplitConfig(Section):
+    """Train/val/test split and the contamination check."""
+
+    val: float = Field(0.05, ge=0, lt=1, description="Share of records for validation.")
+    test: float = Field(0.05, ge=0, lt=1, description="Share of records for test.")
+    stratify: Literal["auto", "category", "source", "none"] = Field(
+        "auto",
+        description="Keep proportions per category or per source file; auto picks category "
+        "when records have one, else source when there are several.",
+    )
+    contamination_threshold: float | None = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Remove val/test records whose prompt is this similar (Jaccard) to a "
+        "training prompt; null disables.",
+    )
+
+
+class DataConfig(Section):
+    """Data preparation (`astra data prepare`)."""
+
+    sources: list[SourceConfig] = Field(
+        default_factory=list, description="Data sources; a plain string is a path."
+    )
+    format: FormatName = Field("auto", description="Default format for sources that set none.")
+    mapping: dict[str, str] = Field(
+        default_factory=dict, description="Default column mapping for sources that set none."
+    )
+    system_prompt: str | None = Field(
+        None, description="System turn added to chat records that have none."
+    )
+    skip_bad_lines: bool = Field(
+        False, description="Skip (and count) malformed lines instead of failing."
+    )
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Text cleaning.")
+    filters: FilterConfig = Field(default_factory=FilterConfig, description="Example filters.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Deduplication.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Splitting.")
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _paths_as_sources(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"path": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check_split(self) -> DataConfig:
+        if self.split.val + self.split.test >= 1:
+            raise ValueError("split.val + split.test must leave records for training (sum < 1)")
+        return self
+
+
 class Recipe(Section):
     """A fine-tuning run, from base model to exported model."""
 
@@ -51,6 +197,7 @@ class Recipe(Section):
     seed: int = Field(
         42, ge=0, description="Random seed for data order, weight initialisation and sampling."
     )
+    data: DataConfig = Field(default_factory=DataConfig, description="Data preparation.")
 
     @field_validator("base_model")
     @classmethod

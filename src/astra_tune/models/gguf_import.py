@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Any
 
 from rich.progress import Progress
 
+from astra_tune.atomic import staged_dir
 from astra_tune.errors import ModelError
 from astra_tune.progress import quiet_hf_progress
 
@@ -150,10 +149,7 @@ def import_gguf(
     progress.update(step, total=1, completed=1)
 
     step = progress.add_task("writing safetensors", total=None)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(out_dir)
-    staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    try:
+    with staged_dir(out_dir) as staging:
         with quiet_hf_progress():
             model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
@@ -166,32 +162,8 @@ def import_gguf(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     progress.update(step, total=1, completed=1)
     return out_dir
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move a finished directory into place, replacing an old or half-finished one."""
-    if target.exists():
-        retired = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)
-
-
-def _remove_abandoned(out_dir: Path) -> None:
-    """Delete staging copies left by imports that were killed (their process is gone)."""
-    import psutil
-
-    for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
-        pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and (int(pid) == os.getpid() or not psutil.pid_exists(int(pid))):
-            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _count_tensors(gguf_path: Path) -> int:

@@ -1,0 +1,1 @@
+"""Data preparation: read, detect format, normalize, clean, filter, deduplicate, split, report."""

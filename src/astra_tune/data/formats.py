@@ -1,0 +1,281 @@
+"""Detect what shape a source's rows have and convert them to canonical records.
+
+Canonical records (docs/DESIGN.md, "Records"):
+  chat        {"messages": [{"role", "content"}, ...]}
+  preference  {"prompt": [messages...], "chosen": str, "rejected": str}
+  text        {"text": str}
+Each also carries "source" (file:line) and, where the source has one, "category".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from astra_tune.errors import DataError
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Format:
+    """A known source shape: the fields that identify it (any one of the alternatives)."""
+
+    name: str
+    required: tuple[frozenset[str], ...]
+    description: str
+
+    def matches(self, keys: set[str] | frozenset[str]) -> bool:
+        return any(option <= keys for option in self.required)
+
+
+# Order matters: the first match wins (dolly before alpaca, preference before prompt/*).
+FORMATS: tuple[Format, ...] = (
+    Format("preference", (frozenset({"chosen", "rejected"}),), "prompt / chosen / rejected"),
+    Format("openai", (frozenset({"messages"}),), "messages: [{role, content}]"),
+    Format("sharegpt", (frozenset({"conversations"}),), "conversations: [{from, value}]"),
+    Format("dolly", (frozenset({"instruction", "response"}),), "instruction / context / response"),
+    Format("alpaca", (frozenset({"instruction", "output"}),), "instruction / input / output"),
+    Format(
+        "prompt_completion",
+        (frozenset({"prompt", "completion"}), frozenset({"prompt", "response"})),
+        "prompt / completion (or response)",
+    ),
+    Format("text", (frozenset({"text"}),), "text"),
+)
+FORMAT_NAMES = tuple(f.name for f in FORMATS)
+_BY_NAME = {f.name: f for f in FORMATS}
+
+SHAREGPT_ROLES = {
+    "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+    "chatgpt": "assistant", "bard": "assistant", "bing": "assistant", "model": "assistant",
+    "system": "system",
+}  # fmt: skip
+CHAT_ROLES = {"system", "user", "assistant"}
+
+
+def known_formats() -> str:
+    """One line listing every format and its fields, for error messages."""
+    return "; ".join(f"{f.name} ({f.description})" for f in FORMATS)
+
+
+def detect_format(keys: set[str] | frozenset[str]) -> str | None:
+    """The first format whose identifying fields are all present, or None."""
+    for fmt in FORMATS:
+        if fmt.matches(keys):
+            return fmt.name
+    return None
+
+
+def apply_mapping(row: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    """Rename source columns to canonical names: mapping is {canonical: column}."""
+    if not mapping:
+        return row
+    renamed = dict(row)
+    for canonical, column in mapping.items():
+        if column in renamed:
+            renamed[canonical] = renamed.pop(column)
+    return renamed
+
+
+class RowError(ValueError):
+    """A row that has the right fields but unusable values; the caller adds file:line."""
+
+
+def normalize(row: dict[str, Any], fmt: str) -> Record:
+    """Convert one row of a known format to a canonical record (without `source`).
+
+    A `category` field (dolly has one; any source may) is kept for stratified splits.
+    """
+    record = _NORMALIZERS[fmt](row)
+    category = row.get("category")
+    if category not in (None, ""):
+        record["category"] = _text(category, "category")
+    return record
+
+
+def check_row(row: dict[str, Any], fmt: str, location: str, first: str) -> None:
+    """Raise a DataError if `row` lacks the fields of the file's format."""
+    if _BY_NAME[fmt].matches(row.keys()):
+        return
+    seen = ", ".join(sorted(row)) or "no fields"
+    other = detect_format(set(row))
+    looks = f"looks like {other}" if other else "matches no known format"
+    raise DataError(
+        f"mixed shapes: this row {looks}, but the file's first row ({first}) is {fmt}",
+        where=location,
+        fix=f"fields seen: {seen}. Known formats: {known_formats()}. "
+        "Make every row the same shape, or split the file",
+    )
+
+
+def _text(value: Any, field: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        # OpenAI content parts: [{"type": "text", "text": ...}, ...]
+        return "".join(str(p.get("text", "")) for p in value if p.get("type", "text") == "text")
+    raise RowError(f"field {field!r} must be text, not {type(value).__name__}")
+
+
+def _user_turn(instruction: str, extra: str) -> str:
+    return f"{instruction}\n\n{extra}" if extra.strip() else instruction
+
+
+def _alpaca(row: dict[str, Any]) -> Record:
+    user = _user_turn(
+        _text(row.get("instruction"), "instruction"), _text(row.get("input"), "input")
+    )
+    messages = [{"role": "user", "content": user},
+                {"role": "assistant", "content": _text(row.get("output"), "output")}]  # fmt: skip
+    if row.get("system"):
+        messages.insert(0, {"role": "system", "content": _text(row["system"], "system")})
+    return {"messages": messages}
+
+
+def _dolly(row: dict[str, Any]) -> Record:
+    user = _user_turn(
+        _text(row.get("instruction"), "instruction"), _text(row.get("context"), "context")
+    )
+    return {
+        "messages": [{"role": "user", "content": user},
+                     {"role": "assistant", "content": _text(row.get("response"), "response")}]
+    }  # fmt: skip
+
+
+def _prompt_completion(row: dict[str, Any]) -> Record:
+    answer_field = "completion" if "completion" in row else "response"
+    return {
+        "messages": [{"role": "user", "content": _text(row.get("prompt"), "prompt")},
+                     {"role": "assistant", "content": _text(row.get(answer_field), answer_field)}]
+    }  # fmt: skip
+
+
+def _openai(row: dict[str, Any]) -> Record:
+    turns = row["messages"]
+    if not isinstance(turns, list) or not turns:
+        raise RowError("'messages' must be a non-empty list")
+    messages = []
+    for number, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "role" not in turn:
+            raise RowError(f"messages[{number}] must be an object with 'role' and 'content'")
+        role = str(turn["role"])
+        if role not in CHAT_ROLES:
+            raise RowError(
+                f"messages[{number}].role is {role!r}; known roles: system, user, assistant"
+            )
+        messages.append(
+            {"role": role, "content": _text(turn.get("content"), f"messages[{number}].content")}
+        )
+    return {"messages": messages}
+
+
+def _sharegpt(row: dict[str, Any]) -> Record:
+    turns = row["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise RowError("'conversations' must be a non-empty list")
+    messages = []
+    for number, turn in enumerate(turns):
+        if not isinstance(turn, dict) or "from" not in turn:
+            raise RowError(f"conversations[{number}] must be an object with 'from' and 'value'")
+        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
+        if role is None:
+            known = ", ".join(sorted(SHAREGPT_ROLES))
+            raise RowError(f"conversations[{number}].from is {turn['from']!r}; known: {known}")
+        messages.append(
+            {"role": role, "content": _text(turn.get("value"), f"conversations[{number}].value")}
+        )
+    return {"messages": messages}
+
+
+def _preference(row: dict[str, Any]) -> Record:
+    chosen, rejected = row["chosen"], row["rejected"]
+    prompt = row.get("prompt")
+    if isinstance(chosen, list):
+        # Conversational pairs: the prompt is the conversation before the final answer.
+        chosen_messages = _openai({"messages": chosen})["messages"]
+        rejected_messages = (
+            _openai({"messages": rejected})["messages"] if isinstance(rejected, list) else None
+        )
+        if prompt is None:
+            prompt = chosen_messages[:-1]
+        chosen = chosen_messages[-1]["content"]
+        rejected = (
+            rejected_messages[-1]["content"] if rejected_messages else _text(rejected, "rejected")
+        )
+    if isinstance(prompt, str) or prompt is None:
+        prompt_messages = [{"role": "user", "content": _text(prompt, "prompt")}]
+    else:
+        prompt_messages = _openai({"messages": prompt})["messages"]
+    return {
+        "prompt": prompt_messages,
+        "chosen": _text(chosen, "chosen"),
+        "rejected": _text(rejected, "rejected"),
+    }
+
+
+def _text_record(row: dict[str, Any]) -> Record:
+    return {"text": _text(row.get("text"), "text")}
+
+
+_NORMALIZERS: dict[str, Callable[[dict[str, Any]], Record]] = {
+    "alpaca": _alpaca,
+    "dolly": _dolly,
+    "prompt_completion": _prompt_completion,
+    "openai": _openai,
+    "sharegpt": _sharegpt,
+    "preference": _preference,
+    "text": _text_record,
+}
+
+
+def record_kind(record: Record) -> str:
+    """'chat', 'preference' or 'text'."""
+    if "messages" in record:
+        return "chat"
+    return "preference" if "chosen" in record else "text"
+
+
+def prompt_text(record: Record) -> str:
+    """What the model is asked (user turns), used for contamination checks."""
+    if "messages" in record:
+        return "\n".join(m["content"] for m in record["messages"] if m["role"] == "user")
+    if "prompt" in record:
+        return "\n".join(m["content"] for m in record["prompt"] if m["role"] == "user")
+    return record["text"]
+
+
+def response_text(record: Record) -> str:
+    """What the model must produce (assistant turns, or the chosen answer)."""
+    if "messages" in record:
+        return "\n".join(m["content"] for m in record["messages"] if m["role"] == "assistant")
+    if "chosen" in record:
+        return record["chosen"]
+    return record["text"]
+
+
+def training_messages(record: Record) -> list[dict[str, str]] | None:
+    """The conversation training formats (preference: prompt + chosen); None for text."""
+    if "messages" in record:
+        return record["messages"]
+    if "chosen" in record:
+        return [*record["prompt"], {"role": "assistant", "content": record["chosen"]}]
+    return None
+
+
+def all_text(record: Record) -> str:
+    """The words that make a record what it is, for deduplication.
+
+    System turns are left out: a dataset often repeats one system prompt everywhere, and
+    counting it would make unrelated short records look alike.
+    """
+    if "messages" in record:
+        return "\n".join(m["content"] for m in record["messages"] if m["role"] != "system")
+    if "chosen" in record:
+        return "\n".join([prompt_text(record), record["chosen"], record["rejected"]])
+    return record["text"]

@@ -1,0 +1,322 @@
+"""Read data sources into rows, each with the place it came from (file:line).
+
+A row is a plain dict as the source holds it; `formats.py` decides what it means.
+Documents (.md/.html/.txt directories) are the exception: `documents.py` turns them
+straight into canonical records, because their shape comes from headings, not fields.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import io
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from astra_tune.errors import DataError
+from astra_tune.recipe import SourceConfig
+
+TABLE_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"}
+DOCUMENT_SUFFIXES = {".md", ".markdown", ".html", ".htm", ".txt"}
+BUILTIN_PREFIX = "builtin:"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One raw example and where it came from; `fixed_format` skips detection (documents)."""
+
+    data: dict[str, Any]
+    location: str
+    fixed_format: str | None = None
+
+
+@dataclass
+class ReadStats:
+    """What reading saw besides rows: lines skipped as malformed, with the first few."""
+
+    bad_lines: int = 0
+    bad_examples: list[str] | None = None
+
+    def skip(self, location: str, message: str) -> None:
+        self.bad_lines += 1
+        if self.bad_examples is None:
+            self.bad_examples = []
+        if len(self.bad_examples) < 20:
+            self.bad_examples.append(f"{location}: {message}")
+
+
+def expand_sources(sources: list[SourceConfig]) -> list[SourceConfig]:
+    """Replace `builtin:NAME` entries by the files of that bundled dataset."""
+    expanded: list[SourceConfig] = []
+    for source in sources:
+        if not source.path.startswith(BUILTIN_PREFIX):
+            expanded.append(source)
+            continue
+        from astra_tune.data.samples import builtin_sources
+
+        expanded.extend(builtin_sources(source.path.removeprefix(BUILTIN_PREFIX), source))
+    return expanded
+
+
+def read_rows(source: SourceConfig, *, skip_bad_lines: bool, stats: ReadStats) -> Iterator[Row]:
+    """Every row of one source, in order."""
+    path = Path(source.path).expanduser()
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+            yield from _saved_dataset(path)
+            return
+        from astra_tune.data.documents import read_documents
+
+        yield from read_documents(path)
+        return
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".ndjson"):
+            yield from _jsonl(path, skip_bad_lines, stats)
+        elif suffix == ".json":
+            yield from _json(path)
+        elif suffix in (".csv", ".tsv"):
+            yield from _delimited(path, "\t" if suffix == ".tsv" else ",")
+        elif suffix == ".parquet":
+            yield from _parquet(path)
+        elif suffix in DOCUMENT_SUFFIXES:
+            from astra_tune.data.documents import read_document
+
+            yield from read_document(path)
+        else:
+            known = ", ".join(sorted(TABLE_SUFFIXES | DOCUMENT_SUFFIXES))
+            raise DataError(
+                f"cannot read {path.name}: unknown file type {suffix or '(none)'}",
+                where=str(path),
+                fix=f"use one of {known}, or a directory of documents",
+            )
+        return
+    if _looks_like_hub_id(source.path):
+        yield from _hub_dataset(source)
+        return
+    raise DataError(
+        f"data source not found: {source.path}",
+        fix="check the path; a hub dataset is written as org/name",
+    )
+
+
+def label(path: Path) -> str:
+    """How records name their file: builtin:NAME/file for bundled data, else a path
+    relative to the working directory when it is inside it (stable across machines)."""
+    from astra_tune.data.samples import SAMPLES_DIR
+
+    resolved = path.resolve()
+    if resolved.is_relative_to(SAMPLES_DIR):
+        return f"{BUILTIN_PREFIX}{resolved.relative_to(SAMPLES_DIR)}"
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def read_text(path: Path) -> str:
+    """Decode a text file: UTF-8 with or without BOM, or UTF-16 (with BOM, or LE without)."""
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return raw[3:].decode("utf-8")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # UTF-16 without a BOM: every other byte of ASCII text is zero.
+        if raw[1:200:2].count(0) > len(raw[1:200:2]) // 2:
+            return raw.decode("utf-16-le")
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path.name} is not UTF-8 or UTF-16 text (invalid byte 0x{raw[exc.start]:02x})",
+            where=f"{path}:{line}",
+            fix="re-save the file as UTF-8",
+        ) from exc
+
+
+def _jsonl(path: Path, skip_bad_lines: bool, stats: ReadStats) -> Iterator[Row]:
+    name = label(path)
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        location = f"{name}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            message = f"malformed JSON: {exc.msg} (column {exc.colno})"
+            if skip_bad_lines:
+                stats.skip(location, message)
+                continue
+            raise DataError(
+                message,
+                where=location,
+                fix="fix that line, or pass --skip-bad-lines to drop such lines (they are counted)",
+            ) from exc
+        if not isinstance(data, dict):
+            message = f"each line must be a JSON object, not {type(data).__name__}"
+            if skip_bad_lines:
+                stats.skip(location, message)
+                continue
+            raise DataError(message, where=location, fix="write one {...} object per line")
+        yield Row(data, location)
+
+
+def _json(path: Path) -> Iterator[Row]:
+    """A JSON array of objects, or an object whose one list-valued field holds them.
+
+    The standard parser forgets positions, so the array is walked element by element
+    with `raw_decode` to give every record its line number.
+    """
+    text = read_text(path)
+    decoder = json.JSONDecoder()
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"malformed JSON: {exc.msg}",
+            where=f"{path}:{exc.lineno}",
+            fix="fix the JSON syntax there",
+        ) from exc
+    if isinstance(whole, dict):
+        lists = [key for key, value in whole.items() if isinstance(value, list)]
+        if len(lists) != 1:
+            raise DataError(
+                f"{path.name} holds an object, so it must have exactly one list of records; "
+                f"found {len(lists)} list fields ({', '.join(lists) or 'none'})",
+                where=str(path),
+                fix="save the records as a top-level JSON array, or as JSON lines",
+            )
+        start = _find_array_of_key(text, lists[0], decoder)
+    elif isinstance(whole, list):
+        start = text.index("[")
+    else:
+        raise DataError(
+            f"{path.name} must hold a JSON array of records",
+            where=str(path),
+            fix="wrap them in [...]",
+        )
+    newlines = [i for i, ch in enumerate(text) if ch == "\n"]
+    name = label(path)
+    position = start + 1
+    index = 0
+    while True:
+        position = _skip_separators(text, position)
+        if position >= len(text) or text[position] == "]":
+            return
+        item, end = decoder.raw_decode(text, position)
+        index += 1
+        location = f"{name}:{bisect.bisect_right(newlines, position - 1) + 1}"
+        if not isinstance(item, dict):
+            raise DataError(
+                f"record {index} is a {type(item).__name__}, not an object",
+                where=location,
+                fix="each record must be a {...} object",
+            )
+        yield Row(item, location)
+        position = end
+
+
+def _skip_separators(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n,":
+        position += 1
+    return position
+
+
+def _find_array_of_key(text: str, key: str, decoder: json.JSONDecoder) -> int:
+    """Offset of the '[' that opens `key`'s list at the top level of a JSON object."""
+    position = _skip_separators(text, text.index("{") + 1)
+    while position < len(text):
+        name, position = decoder.raw_decode(text, position)
+        position = text.index(":", position) + 1
+        while text[position] in " \t\r\n":
+            position += 1
+        if name == key:
+            return position
+        _, position = decoder.raw_decode(text, position)
+        position = _skip_separators(text, position)
+    raise AssertionError(f"key {key!r} vanished while re-reading the JSON")  # parsed above
+
+
+def _delimited(path: Path, delimiter: str) -> Iterator[Row]:
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    if not reader.fieldnames:
+        raise DataError(f"{path.name} has no header row", where=f"{path}:1", fix="add column names")
+    start = 2
+    name = label(path)
+    for record in reader:
+        # line_num is where the record ended; quoted fields may span lines.
+        location = f"{name}:{start}"
+        start = reader.line_num + 1
+        if None in record:
+            raise DataError(
+                f"row has more fields than the header ({len(reader.fieldnames)})",
+                where=location,
+                fix="quote fields that contain the delimiter",
+            )
+        yield Row({k: v for k, v in record.items() if v not in (None, "")}, location)
+
+
+def _parquet(path: Path) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    name = label(path)
+    for index, record in enumerate(table.to_pylist(), start=1):
+        yield Row(record, f"{name}:{index}")
+
+
+def _saved_dataset(path: Path) -> Iterator[Row]:
+    from datasets import Dataset, load_from_disk
+
+    loaded = load_from_disk(str(path))
+    parts = {"": loaded} if isinstance(loaded, Dataset) else dict(loaded)
+    for split, dataset in parts.items():
+        name = f"{path}[{split}]" if split else str(path)
+        for index, record in enumerate(dataset, start=1):
+            yield Row(dict(record), f"{name}:{index}")
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    return HUB_ID.match(text) is not None
+
+
+def _hub_dataset(source: SourceConfig) -> Iterator[Row]:
+    offline = any(
+        os.environ.get(name, "").lower() in {"1", "true", "yes", "on"}
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+    where = f"https://huggingface.co/datasets/{source.path}"
+    if offline:
+        raise DataError(
+            f"{source.path} looks like a Hugging Face hub dataset, and the hub is switched off "
+            "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)",
+            where=where,
+            fix="unset HF_HUB_OFFLINE to download it, or pass a local file or directory",
+        )
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(
+            source.path, name=source.subset, split=source.split, revision=source.revision
+        )
+    except (ConnectionError, OSError) as exc:
+        raise DataError(
+            f"cannot load hub dataset {source.path}: {exc}",
+            where=where,
+            fix="check the network and the dataset id (and subset/split/revision)",
+        ) from exc
+    except ValueError as exc:  # datasets raises ValueError for a wrong split or subset
+        raise DataError(
+            f"hub dataset {source.path}: {exc}",
+            where=where,
+            fix="check the subset, split and revision in the source",
+        ) from exc
+    for index, record in enumerate(dataset, start=1):
+        yield Row(dict(record), f"{source.path}[{source.split}]:{index}")

@@ -43,7 +43,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_unrelated_unknown_key_lists_valid_keys(tmp_path: Path) -> None:
     path = write(tmp_path, "name: demo\nzzz: 1\n")
     assert problems_of(path) == [
-        f"{path}:2: zzz: unknown key (valid keys here: name, base_model, seed, data)"
+        f"{path}:2: zzz: unknown key (valid keys here: name, base_model, seed, data, train)"
     ]
 
 
@@ -125,3 +125,14 @@ def test_split_shares_must_leave_training_data(tmp_path: Path) -> None:
     [problem] = problems_of(path)
     assert "split.val + split.test must leave records for training" in problem
     assert problem.startswith(f"{path}:2: data:")
+
+
+def test_overrides_set_nested_values_and_are_validated(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: demo\ntrain:\n  method: lora\n")
+    recipe = load_recipe(path, ["train.learning_rate=1e-4", "train.lora.r=8", "seed=3"])
+    assert (recipe.train.learning_rate, recipe.train.lora.r, recipe.seed) == (1e-4, 8, 3)
+    with pytest.raises(ConfigError) as info:
+        load_recipe(path, ["train.learnig_rate=1"])
+    assert "did you mean train.learning_rate?" in str(info.value.problems[0])
+    with pytest.raises(ConfigError, match="is not key=value"):
+        load_recipe(path, ["train.epochs"])

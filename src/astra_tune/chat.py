@@ -19,7 +19,7 @@ from rich.console import Console
 from astra_tune.errors import ModelError
 from astra_tune.models.catalog import bundled_gguf_path
 from astra_tune.models.resolve import parse_spec, resolve_model
-from astra_tune.progress import quiet_hf_progress
+from astra_tune.progress import quiet_library_noise
 
 Engine = Literal["auto", "transformers", "llama.cpp"]
 Message = dict[str, str]
@@ -65,8 +65,11 @@ class TransformersChat:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            with quiet_hf_progress():
-                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+            with quiet_library_noise():
+                if (model_dir / "adapter_config.json").is_file():
+                    model = _load_adapter(model_dir, dtype)
+                else:
+                    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
             self.model = model.to(self.device)
         except (OSError, ValueError) as exc:
             raise ModelError(
@@ -142,6 +145,25 @@ class TransformersChat:
 
     def close(self) -> None:
         """Nothing to release: the model is freed with the object."""
+
+
+def _load_adapter(adapter_dir: Path, dtype: Any) -> Any:
+    """Base model + LoRA adapter, merged so generation runs at base-model speed."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path") or ""
+    if not Path(base).is_dir():
+        raise ModelError(
+            f"the adapter's base model is not at {base!r}",
+            where=str(adapter_dir / "adapter_config.json"),
+            fix="prepare the base model again (`astra models pull`) or fix base_model_name_or_path",
+        )
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
 
 
 class LlamaCppChat:

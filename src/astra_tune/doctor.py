@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
-import logging
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from astra_tune.errors import DependencyError
 from astra_tune.hardware import HardwareInfo, detect_hardware, recommended_dtype
 from astra_tune.home import astra_home
 from astra_tune.models.catalog import DEFAULT_MODEL, bundled_gguf_path, catalog_entry
+from astra_tune.progress import quiet_logger
 
 INSTALL_HINT = "run `make install` in the astra-tune checkout"
 
@@ -139,7 +137,7 @@ def _qlora_check(hardware: HardwareInfo) -> Check:
     try:
         import torch
 
-        with _quiet_logger("bitsandbytes"):
+        with quiet_logger("bitsandbytes"):
             import bitsandbytes.functional as bnbf
 
         device = "cuda" if hardware.gpus else "cpu"
@@ -164,22 +162,6 @@ def _qlora_check(hardware: HardwareInfo) -> Check:
         ok,
         False,
     )
-
-
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    """Silence a library's import-time warnings while we probe it.
-
-    bitsandbytes warns on import when it cannot fetch an optional fused CPU kernel from the
-    Hugging Face hub; 4-bit still works without it, which the probe below verifies.
-    """
-    log = logging.getLogger(name)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def _default_model_check() -> Check:

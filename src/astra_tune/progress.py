@@ -6,6 +6,8 @@ Progress goes to stderr so that commands whose stdout is data (`astra chat -p`) 
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -70,3 +72,39 @@ def quiet_hf_progress() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library logger's warnings for a while.
+
+    Used around bitsandbytes imports: it warns when it cannot fetch an optional fused CPU
+    kernel from the Hugging Face hub, yet 4-bit works without it (`astra doctor` checks).
+    """
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_library_noise() -> Iterator[None]:
+    """Hide library chatter during a stage whose progress we show ourselves.
+
+    FutureWarnings about renamed transformers arguments (raised inside TRL) and the
+    datasets/transformers tqdm bars would bury the rich progress display.
+    """
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    with warnings.catch_warnings(), quiet_hf_progress(), quiet_logger("bitsandbytes"):
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        try:
+            yield
+        finally:
+            if was_enabled:
+                datasets.enable_progress_bars()

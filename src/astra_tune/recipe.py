@@ -185,6 +185,82 @@ class DataConfig(Section):
         return self
 
 
+class LoraConfig(Section):
+    """LoRA adapter shape (PEFT)."""
+
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: int = Field(
+        32, ge=1, description="Scaling numerator (scale = alpha / r, or / sqrt(r) with rsLoRA)."
+    )
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Module names to adapt, or all-linear (every linear but the head).",
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilized scaling alpha / sqrt(r).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+
+class QloraConfig(Section):
+    """4-bit base model for QLoRA (bitsandbytes)."""
+
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    double_quant: bool = Field(True, description="Also quantize the quantization constants.")
+
+
+class TrainConfig(Section):
+    """Fine-tuning (`astra train`)."""
+
+    method: Literal["lora", "qlora", "full"] = Field("lora", description="What to train.")
+    data_dir: str | None = Field(
+        None,
+        description="Prepared data directory; unset: prepare data.sources into RUN/prepared.",
+    )
+    output_dir: str | None = Field(None, description="Run directory; unset: $ASTRA_HOME/runs/NAME.")
+    max_seq_len: int = Field(1024, ge=16, description="Longest sequence (tokens) trained on.")
+    packing: bool = Field(
+        True, description="Pack examples into shared rows (attention kept per example)."
+    )
+    train_on_prompt: bool = Field(
+        False, description="Also train on prompt tokens (default: assistant turns only)."
+    )
+    truncate_ok: bool = Field(
+        False, description="Accept examples whose answer is cut at max_seq_len."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Training dtype; auto picks from the hardware (see astra doctor)."
+    )
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many steps (overrides epochs)."
+    )
+    batch_size: int = Field(8, ge=1, description="Rows per step per device.")
+    grad_accum: int = Field(1, ge=1, description="Steps to accumulate before an optimizer update.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    eval_steps: int | None = Field(
+        50, ge=1, description="Validate every N steps; null: only at the end."
+    )
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N steps.")
+    save_total_limit: int = Field(
+        2, ge=1, description="Checkpoints to keep (the best is kept too)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many validations without improvement."
+    )
+    logging_steps: int = Field(1, ge=1, description="Log metrics every N steps.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list, description="Experiment trackers (must be installed)."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (lora, qlora).")
+    qlora: QloraConfig = Field(default_factory=QloraConfig, description="4-bit settings (qlora).")
+
+
 class Recipe(Section):
     """A fine-tuning run, from base model to exported model."""
 
@@ -198,6 +274,7 @@ class Recipe(Section):
         42, ge=0, description="Random seed for data order, weight initialisation and sampling."
     )
     data: DataConfig = Field(default_factory=DataConfig, description="Data preparation.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
 
     @field_validator("base_model")
     @classmethod
@@ -213,10 +290,39 @@ class Recipe(Section):
             raise ValueError(f"{exc.what}" + (f"; {exc.fix}" if exc.fix else "")) from exc
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; relative paths inside it are relative to the file."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read and validate a recipe file; relative paths inside it are relative to the file.
+
+    `overrides` are `dotted.key=value` strings (values parsed as YAML), applied first.
+    """
     doc = load_yaml(Path(path))
-    return validate_recipe(require_mapping(doc), doc)
+    data = require_mapping(doc)
+    for item in overrides or []:
+        _apply_override(data, item)
+    return validate_recipe(data, doc)
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"--set {item!r} is not key=value", fix="write it like --set train.learning_rate=1e-4"
+        )
+    parts = key.strip().split(".")
+    target = data
+    for part in parts[:-1]:
+        child = target.get(part)
+        if child is None:
+            child = target[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section", fix="check the key path")
+        target = child
+    try:
+        target[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML", fix="quote it") from exc
 
 
 def validate_recipe(data: dict[str, Any], doc: YamlDocument | None = None) -> Recipe:

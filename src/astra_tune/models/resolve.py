@@ -1,7 +1,8 @@
 """Turn a model spec into a local Hugging Face directory, preparing it when needed.
 
 A spec is one of (checked in this order):
-  - an existing local path: an HF directory (with config.json) or a `.gguf` file;
+  - an existing local path: an HF directory (with config.json), a `.gguf` file, a
+    LoRA adapter directory, or a run directory (its model/ or adapter/);
   - a catalog name (`astra models list`);
   - a Hugging Face hub id `org/name` (downloaded once into the HF cache).
 GGUF files, bundled or local, are dequantized once into `$ASTRA_HOME/models/`.
@@ -68,6 +69,9 @@ def parse_spec(spec: str, *, base_dir: Path | None = None) -> ModelSpec:
                     fix="pass a .gguf file or a Hugging Face model directory (with config.json)",
                 )
             return ModelSpec(spec=text, kind="gguf", path=candidate)
+        trained = _trained_output(candidate)
+        if trained is not None:
+            return ModelSpec(spec=text, kind="hf_dir", path=trained)
         if not (candidate / "config.json").is_file():
             raise ModelError(
                 f"{candidate} is a directory without config.json, so not a Hugging Face model",
@@ -84,6 +88,20 @@ def parse_spec(spec: str, *, base_dir: Path | None = None) -> ModelSpec:
     close = difflib.get_close_matches(text.lower(), [e.name for e in CATALOG], n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ModelError(f"unknown model {text!r}", fix=hint + _spec_help())
+
+
+def _trained_output(directory: Path) -> Path | None:
+    """The weights of a training run: RUN/model, RUN/adapter, or an adapter dir itself."""
+    if (directory / "config.json").is_file():
+        return None
+    if (directory / "adapter_config.json").is_file():
+        return directory
+    for child in ("model", "adapter"):
+        if (directory / child / "config.json").is_file() or (
+            directory / child / "adapter_config.json"
+        ).is_file():
+            return directory / child
+    return None
 
 
 def normalize_spec(spec: str, *, base_dir: Path | None = None) -> str:

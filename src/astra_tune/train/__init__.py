@@ -1,0 +1,1 @@
+"""Fine-tuning: LoRA, QLoRA and full SFT on transformers + PEFT + TRL."""

@@ -1,0 +1,280 @@
+"""`astra train`: fine-tune the base model on prepared data into a run directory.
+
+Order: validate and locate the run -> data (prepared, tokenized, pre-flight checked)
+-> model (dtype, 4-bit base, LoRA) -> TRL SFTTrainer (packing, checkpoints, validation,
+early stopping, resume) -> outputs (adapter/ or model/, recipe, lineage, metrics, plot).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from astra_tune.atomic import staged_dir, write_text
+from astra_tune.errors import ConfigError, DependencyError
+from astra_tune.home import runs_dir
+from astra_tune.progress import quiet_library_noise
+from astra_tune.recipe import Recipe
+from astra_tune.train.callbacks import MetricsCallback, RichProgressCallback, plot_losses
+from astra_tune.train.collator import PackedRowsCollator, pack_examples
+from astra_tune.train.dataset import TokenizedSplit, load_and_tokenize, preflight
+from astra_tune.train.lineage import build_lineage
+from astra_tune.train.model import load_model, parameter_counts, resolve_dtype
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainResult:
+    """Where the trained weights are and how training went."""
+
+    run_dir: Path
+    output_dir: Path
+    dtype: str
+    trainable_parameters: int
+    total_parameters: int
+    train_examples: int
+    global_step: int
+    final_train_loss: float | None
+    final_val_loss: float | None
+
+
+def run_dir_of(recipe: Recipe) -> Path:
+    """The run directory a recipe writes to."""
+    return Path(recipe.train.output_dir) if recipe.train.output_dir else runs_dir() / recipe.name
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint-N directory of a run, or None."""
+    found = [
+        (int(m.group(1)), path)
+        for path in (run_dir / "checkpoints").glob("checkpoint-*")
+        if (m := CHECKPOINT.match(path.name)) and (path / "trainer_state.json").is_file()
+    ]
+    return max(found)[1] if found else None
+
+
+def train_model(
+    recipe: Recipe, *, resume: bool = False, console: Console | None = None
+) -> TrainResult:
+    """Train `recipe` into its run directory; with `resume`, continue from the last checkpoint."""
+    config = recipe.train
+    run_dir = run_dir_of(recipe)
+    checkpoint = last_checkpoint(run_dir)
+    if checkpoint is not None and not resume:
+        raise ConfigError(
+            f"{run_dir} already holds a run (checkpoints up to {checkpoint.name})",
+            where=str(run_dir),
+            fix="pass --resume to continue it, or give the recipe another name / train.output_dir",
+        )
+    if resume and checkpoint is None:
+        raise ConfigError(
+            f"nothing to resume: {run_dir} has no checkpoint",
+            where=str(run_dir),
+            fix="start the run without --resume",
+        )
+    for tracker in config.report_to:
+        if importlib.util.find_spec(tracker) is None:
+            raise DependencyError(
+                f"train.report_to lists {tracker}, which is not installed",
+                fix=f"pip install {tracker}",
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    data_dir = _prepared_data(recipe, run_dir, console)
+    tokenizer = _tokenizer(recipe.base_model)
+    splits = {
+        name: load_and_tokenize(
+            data_dir / f"{name}.jsonl",
+            tokenizer,
+            max_seq_len=config.max_seq_len,
+            train_on_prompt=config.train_on_prompt,
+        )
+        for name in ("train", "val")
+        if (data_dir / f"{name}.jsonl").is_file() and (data_dir / f"{name}.jsonl").stat().st_size
+    }
+    if "train" not in splits:
+        raise ConfigError(f"no train.jsonl in {data_dir}", fix="run `astra data prepare` first")
+    preflight(
+        splits["train"],
+        max_seq_len=config.max_seq_len,
+        truncate_ok=config.truncate_ok,
+        name="train",
+    )
+    if "val" in splits:
+        preflight(splits["val"], max_seq_len=config.max_seq_len, truncate_ok=True, name="val")
+
+    from astra_tune.models.resolve import resolve_model
+
+    dtype = resolve_dtype(config)
+    # Frozen bases may live in the low-precision dtype; trained full weights stay fp32
+    # under autocast, or small AdamW updates would vanish in bf16 rounding.
+    weights_dtype = "float32" if config.method == "full" or dtype == "float32" else dtype
+    base_dir = resolve_model(recipe.base_model, console=console).path
+    metrics = MetricsCallback(
+        run_dir / "metrics.jsonl", resume_step=_step_of(checkpoint) if resume else 0
+    )
+    with quiet_library_noise():
+        from transformers import set_seed
+
+        # Seed before the adapters exist: LoRA's A matrices are drawn at creation, and
+        # the Trainer only seeds later, so unseeded runs would differ from step one.
+        set_seed(recipe.seed)
+        model = load_model(base_dir, config, weights_dtype)
+        trainable, total = parameter_counts(model)
+        trainer = _trainer(recipe, model, tokenizer, splits, dtype, run_dir, metrics)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if resume and checkpoint else None)
+        final_val = trainer.evaluate()["eval_loss"] if "val" in splits else None
+    if final_val is not None:
+        metrics.on_log(trainer.args, trainer.state, None, {"eval_loss": final_val})
+
+    output = run_dir / ("model" if config.method == "full" else "adapter")
+    with staged_dir(output) as staging:
+        trainer.save_model(str(staging))
+        tokenizer.save_pretrained(staging)
+    write_text(
+        run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    )
+    lineage = build_lineage(recipe, data_dir, dtype=dtype, trainable=trainable, total=total)
+    write_text(run_dir / "lineage.json", json.dumps(lineage, indent=2) + "\n")
+    plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return TrainResult(
+        run_dir=run_dir,
+        output_dir=output,
+        dtype=dtype,
+        trainable_parameters=trainable,
+        total_parameters=total,
+        train_examples=len(splits["train"].features),
+        global_step=trainer.state.global_step,
+        final_train_loss=losses[-1] if losses else None,
+        final_val_loss=final_val,
+    )
+
+
+def _step_of(checkpoint: Path | None) -> int:
+    match = CHECKPOINT.match(checkpoint.name) if checkpoint else None
+    return int(match.group(1)) if match else 0
+
+
+def _prepared_data(recipe: Recipe, run_dir: Path, console: Console | None) -> Path:
+    if recipe.train.data_dir:
+        data_dir = Path(recipe.train.data_dir)
+        if not (data_dir / "train.jsonl").is_file():
+            raise ConfigError(
+                f"train.data_dir {data_dir} holds no train.jsonl",
+                where="train.data_dir",
+                fix="point it at the output of `astra data prepare`",
+            )
+        return data_dir
+    data_dir = run_dir / "prepared"
+    if not (data_dir / "train.jsonl").is_file():
+        if not recipe.data.sources:
+            raise ConfigError(
+                "no training data: set train.data_dir to prepared data, or list data.sources",
+                where="train.data_dir / data.sources",
+                fix="e.g. data: {sources: [builtin:orrery]}",
+            )
+        from astra_tune.data.prepare import prepare_data
+
+        prepare_data(
+            recipe.data, data_dir, base_model=recipe.base_model, seed=recipe.seed, console=console
+        )
+    return data_dir
+
+
+def _tokenizer(base_model: str) -> Any:
+    from astra_tune.data.prepare import load_tokenizer
+
+    tokenizer = load_tokenizer(base_model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _trainer(
+    recipe: Recipe,
+    model: Any,
+    tokenizer: Any,
+    splits: dict[str, TokenizedSplit],
+    dtype: str,
+    run_dir: Path,
+    metrics: MetricsCallback,
+) -> Any:
+    import torch
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback, PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    config = recipe.train
+    has_val = "val" in splits
+    early = config.early_stopping_patience is not None and has_val
+    eval_steps = config.eval_steps
+    args = SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of all steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if has_val and eval_steps else "no",
+        eval_steps=eval_steps,
+        # Early stopping restores the best checkpoint, which must exist at each validation.
+        save_steps=eval_steps if early and eval_steps else config.save_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=early,
+        metric_for_best_model="eval_loss" if early else None,
+        greater_is_better=False if early else None,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=not torch.cuda.is_available(),
+        report_to=list(config.report_to) or "none",
+        # Rows arrive packed by us (see collator.py), so TRL's own packing stays off.
+        packing=False,
+        max_length=config.max_seq_len,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+    callbacks: list[Any] = [metrics, RichProgressCallback(metrics)]
+    if early:
+        callbacks.append(
+            EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
+        )
+    collator = PackedRowsCollator(tokenizer.pad_token_id) if config.packing else None
+    if collator is not None:
+        metrics.token_counter = lambda: collator.tokens_seen
+
+    def dataset(split: TokenizedSplit) -> Any:
+        if config.packing:
+            return Dataset.from_list(pack_examples(split.features, config.max_seq_len))
+        return Dataset.from_list(split.features)
+
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset(splits["train"]),
+        eval_dataset=dataset(splits["val"]) if has_val else None,
+        processing_class=tokenizer,
+        data_collator=collator,
+        callbacks=callbacks,
+    )
+    # disable_tqdm swaps the tqdm bar for a callback that prints raw log dicts; ours shows them.
+    trainer.remove_callback(PrinterCallback)
+    return trainer

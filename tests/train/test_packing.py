@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from astra_tune.templates import render_chat
+from astra_tune.train.collator import PackedRowsCollator, pack_examples
+
+CHATS = [
+    [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}],
+    [
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue, like the sea."},
+    ],
+    [
+        {"role": "user", "content": "Say hi."},
+        {"role": "assistant", "content": "Hi there! How are you?"},
+    ],
+]
+
+
+def features(tokenizer: Any) -> list[dict[str, list[int]]]:
+    out = []
+    for chat in CHATS:
+        rendered = render_chat(tokenizer, chat)
+        out.append(
+            {"input_ids": rendered.input_ids, "assistant_masks": [int(t) for t in rendered.trained]}
+        )
+    return out
+
+
+def test_best_fit_packing_keeps_every_example_within_rows() -> None:
+    lengths = [90, 10, 60, 40, 30, 70, 5, 100]
+    feats = [{"input_ids": list(range(n)), "assistant_masks": [1] * n} for n in lengths]
+    rows = pack_examples(feats, max_len=100)
+    assert all(len(r["input_ids"]) <= 100 for r in rows)
+    assert sorted(n for r in rows for n in r["seq_lengths"]) == sorted(lengths)
+    assert len(rows) == 5  # 405 tokens: the best possible with rows of 100
+
+
+def test_packed_loss_equals_separate_examples(tiny_model_dir: Path, smollm2_tokenizer: Any) -> None:
+    """Examples in one packed row must not see each other: same loss as run one by one."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    feats = features(smollm2_tokenizer)
+    collate = PackedRowsCollator(pad_token_id=smollm2_tokenizer.pad_token_id)
+    total_loss, total_tokens = 0.0, 0
+    with torch.no_grad():
+        for feat in feats:
+            ids = torch.tensor([feat["input_ids"]])
+            labels = torch.tensor(
+                [
+                    [
+                        t if m else -100
+                        for t, m in zip(feat["input_ids"], feat["assistant_masks"], strict=True)
+                    ]
+                ]
+            )
+            count = int((labels[:, 1:] != -100).sum())
+            total_loss += model(input_ids=ids, labels=labels).loss.item() * count
+            total_tokens += count
+        separate = total_loss / total_tokens
+        batch = collate(pack_examples(feats, max_len=4096))
+        assert batch["input_ids"].shape[0] == 1  # all three share one row
+        packed = model(**batch).loss.item()
+        # Two rows of different lengths (padding segment in the shorter one).
+        two_rows = collate(
+            pack_examples(feats, max_len=len(feats[0]["input_ids"]) + len(feats[1]["input_ids"]))
+        )
+        assert two_rows["input_ids"].shape[0] == 2
+        padded = model(**two_rows).loss.item()
+    assert packed == pytest.approx(separate, rel=1e-5)
+    assert padded == pytest.approx(separate, rel=1e-5)
+    # Without restarting positions the examples would see each other: a different loss.
+    leaky = dict(batch, position_ids=torch.arange(batch["input_ids"].shape[1])[None])
+    # (The leak is small on a random model but far above float noise, which is ~1e-6.)
+    assert abs(model(**dict(batch, use_cache=True)).loss.item() - separate) > 1e-4
+    assert abs(model(**leaky).loss.item() - separate) > 1e-4

@@ -25,6 +25,10 @@ def load_model(model_dir: Path, config: TrainConfig, dtype_name: str) -> Any:
 
     dtype = getattr(torch, dtype_name)
     kwargs: dict[str, Any] = {"dtype": dtype}
+    if config.packing and not torch.cuda.is_available():
+        from astra_tune.train.attention import register
+
+        kwargs["attn_implementation"] = register()
     if config.method == "qlora":
         kwargs["quantization_config"] = _four_bit(config, dtype)
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}

@@ -159,6 +159,28 @@ def train_model(
     )
 
 
+def _lean_trainer(base: type) -> type:
+    """SFTTrainer whose loss is the model's own cross-entropy, nothing more.
+
+    TRL's compute_loss also works out per-token entropy and top-1 accuracy over the whole
+    vocabulary for its logs; on CPU that extra pass over the logits is a sizeable share
+    of each step (see bench/train_bench.py), and we do not report those numbers.
+    """
+    from transformers import Trainer
+
+    class LeanSFTTrainer(base):  # type: ignore[misc, valid-type]
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: Any,
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return LeanSFTTrainer
+
+
 def _step_of(checkpoint: Path | None) -> int:
     match = CHECKPOINT.match(checkpoint.name) if checkpoint else None
     return int(match.group(1)) if match else 0
@@ -266,7 +288,7 @@ def _trainer(
             return Dataset.from_list(pack_examples(split.features, config.max_seq_len))
         return Dataset.from_list(split.features)
 
-    trainer = SFTTrainer(
+    trainer = _lean_trainer(SFTTrainer)(
         model=model,
         args=args,
         train_dataset=dataset(splits["train"]),

@@ -154,3 +154,40 @@ def test_cli_train_reports_preflight_errors(tmp_path: Path, tiny_model_dir: Path
     assert result.exit_code == 2
     assert "longer than max_seq_len=16" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_padded_batches_without_packing(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result = train_model(
+        recipe(tiny_model_dir, tmp_path / "padded", packing=False, max_steps=3, eval_steps=None)
+    )
+    assert result.global_step == 3
+    rows = [
+        json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # A learning rate this high makes validation loss worsen after the first evaluations.
+    result = train_model(
+        recipe(
+            tiny_model_dir,
+            tmp_path / "early",
+            learning_rate=0.5,
+            max_steps=40,
+            eval_steps=2,
+            early_stopping_patience=2,
+        )
+    )
+    rows = [
+        json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    assert result.global_step < 40  # stopped early
+    state = json.loads(
+        next((result.run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json")).read_text()
+    )
+    best_step = min(val[:-1], key=lambda sv: sv[1])[0]
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
+    # The final evaluation is of the restored best model.
+    assert result.final_val_loss == pytest.approx(min(v for _, v in val[:-1]), rel=1e-4)

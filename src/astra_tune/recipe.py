@@ -253,6 +253,9 @@ class TrainConfig(Section):
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many validations without improvement."
     )
+    early_stopping_threshold: float = Field(
+        0.0, ge=0, description="Smallest drop in validation loss that counts as improvement."
+    )
     logging_steps: int = Field(1, ge=1, description="Log metrics every N steps.")
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="Experiment trackers (must be installed)."

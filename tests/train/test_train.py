@@ -168,26 +168,28 @@ def test_padded_batches_without_packing(tmp_path: Path, tiny_model_dir: Path) ->
 
 
 def test_early_stopping_keeps_the_best_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
-    # A learning rate this high makes validation loss worsen after the first evaluations.
+    # No validation gain reaches a threshold of 1.0, so patience 2 stops at the third
+    # evaluation (step 6) instead of running 40 steps.
     result = train_model(
         recipe(
             tiny_model_dir,
             tmp_path / "early",
-            learning_rate=0.5,
             max_steps=40,
             eval_steps=2,
             early_stopping_patience=2,
+            early_stopping_threshold=1.0,
         )
     )
+    assert result.global_step == 6
     rows = [
         json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
     ]
-    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
-    assert result.global_step < 40  # stopped early
-    state = json.loads(
-        next((result.run_dir / "checkpoints").glob("checkpoint-*/trainer_state.json")).read_text()
+    evaluations = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r][:3]
+    assert [step for step, _ in evaluations] == [2, 4, 6]
+    best_step, best_loss = min(evaluations, key=lambda sv: sv[1])
+    state = result.run_dir / "checkpoints" / "checkpoint-6" / "trainer_state.json"
+    assert json.loads(state.read_text())["best_model_checkpoint"].endswith(
+        f"checkpoint-{best_step}"
     )
-    best_step = min(val[:-1], key=lambda sv: sv[1])[0]
-    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
-    # The final evaluation is of the restored best model.
-    assert result.final_val_loss == pytest.approx(min(v for _, v in val[:-1]), rel=1e-4)
+    # The model saved and evaluated last is the restored best one.
+    assert result.final_val_loss == pytest.approx(best_loss, rel=1e-4)

@@ -277,7 +277,10 @@ def _trainer(
     callbacks: list[Any] = [metrics, RichProgressCallback(metrics)]
     if early:
         callbacks.append(
-            EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
+            EarlyStoppingCallback(
+                early_stopping_patience=config.early_stopping_patience,
+                early_stopping_threshold=config.early_stopping_threshold,
+            )
         )
     collator = PackedRowsCollator(tokenizer.pad_token_id) if config.packing else None
     if collator is not None:

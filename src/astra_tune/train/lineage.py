@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import platform
 import subprocess
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from astra_tune.models.gguf_import import file_sha256
 from astra_tune.recipe import Recipe
 
 LIBRARIES = (
@@ -22,15 +22,6 @@ LIBRARIES = (
     "accelerate",
     "bitsandbytes",
 )
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_lineage(

@@ -90,7 +90,9 @@ def inspect_data(target: Path, *, tokenizer: Any, base_model: str, examples: int
             name=path.stem, records=len(records), kinds=dict(Counter(map(record_kind, records)))
         )
         if records:
-            lengths = np.array(count_tokens(tokenizer, [_rendered(tokenizer, r) for r in records]))
+            lengths = np.array(
+                count_tokens(tokenizer, [rendered_text(tokenizer, r) for r in records])
+            )
             summary.token_percentiles = {
                 f"p{q}": int(np.percentile(lengths, q)) for q in (5, 50, 95)
             } | {"max": int(lengths.max())}
@@ -115,6 +117,7 @@ def render_record(tokenizer: Any, record: Record) -> RenderedChat:
     return RenderedChat(record["text"], ids, offsets, [True] * len(ids))  # type: ignore[arg-type]
 
 
-def _rendered(tokenizer: Any, record: Record) -> str:
+def rendered_text(tokenizer: Any, record: Record) -> str:
+    """The record as one string through the chat template (text records as they are)."""
     messages = training_messages(record)
     return record["text"] if messages is None else render_text(tokenizer, messages)

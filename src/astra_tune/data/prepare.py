@@ -33,13 +33,12 @@ from astra_tune.data.formats import (
     prompt_text,
     record_kind,
     response_text,
-    training_messages,
 )
+from astra_tune.data.inspect import rendered_text
 from astra_tune.data.sources import ReadStats, expand_sources, read_rows
 from astra_tune.errors import DataError
 from astra_tune.progress import progress_bar
 from astra_tune.recipe import DataConfig, SourceConfig
-from astra_tune.templates import render_text
 
 SPLITS = ("train", "val", "test")
 DUPLICATE_EXACT = "exact duplicate"
@@ -357,11 +356,6 @@ def _decontaminate(pool: _Pool, splits: dict[str, list[int]], config: DataConfig
     return {"threshold": threshold, "removed": len(removed), "examples": examples}
 
 
-def _rendered_text(tokenizer: Any, record: Record) -> str:
-    messages = training_messages(record)
-    return record["text"] if messages is None else render_text(tokenizer, messages)
-
-
 def _token_lengths(tokenizer: Any, pool: _Pool, splits: dict[str, list[int]]) -> dict[str, Any]:
     """Percentiles of each split's length in tokens, as training will render it."""
     import numpy as np
@@ -373,7 +367,7 @@ def _token_lengths(tokenizer: Any, pool: _Pool, splits: dict[str, list[int]]) ->
             out[name] = None
             continue
         counts = np.array(
-            count_tokens(tokenizer, [_rendered_text(tokenizer, pool.records[i]) for i in indices])
+            count_tokens(tokenizer, [rendered_text(tokenizer, pool.records[i]) for i in indices])
         )
         out[name] = {
             "count": len(counts),

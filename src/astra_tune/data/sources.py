@@ -11,7 +11,6 @@ import bisect
 import csv
 import io
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -288,10 +287,9 @@ def _looks_like_hub_id(text: str) -> bool:
 
 
 def _hub_dataset(source: SourceConfig) -> Iterator[Row]:
-    offline = any(
-        os.environ.get(name, "").lower() in {"1", "true", "yes", "on"}
-        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
+    from astra_tune.models.resolve import hub_offline
+
+    offline = hub_offline(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     where = f"https://huggingface.co/datasets/{source.path}"
     if offline:
         raise DataError(

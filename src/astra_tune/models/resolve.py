@@ -169,9 +169,11 @@ def _from_hub(parsed: ModelSpec, hub_id: str, force: bool) -> ResolvedModel:
     return ResolvedModel(spec=parsed.spec, kind=parsed.kind, path=path)
 
 
-def hub_offline() -> bool:
+def hub_offline(variables: tuple[str, ...] = ("HF_HUB_OFFLINE",)) -> bool:
     """True when the user has switched the Hugging Face hub off (HF_HUB_OFFLINE)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return any(
+        os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"} for name in variables
+    )
 
 
 def _hub_snapshot(hub_id: str, *, local_only: bool, force: bool = False) -> Path | None:

@@ -19,7 +19,7 @@ from rich.console import Console
 from astra_tune.errors import ModelError
 from astra_tune.models.catalog import bundled_gguf_path
 from astra_tune.models.resolve import parse_spec, resolve_model
-from astra_tune.progress import quiet_library_noise
+from astra_tune.progress import native_stderr_silenced, quiet_library_noise, quiet_llama_logs
 
 Engine = Literal["auto", "transformers", "llama.cpp"]
 Message = dict[str, str]
@@ -169,23 +169,33 @@ def _load_adapter(adapter_dir: Path, dtype: Any) -> Any:
 class LlamaCppChat:
     """Chat through llama.cpp, using the chat template stored in the GGUF."""
 
-    def __init__(self, gguf_path: Path, *, n_ctx: int = 4096) -> None:
+    def __init__(self, gguf_path: Path, *, n_ctx: int = 4096, lora: Path | None = None) -> None:
         from llama_cpp import Llama
 
+        if lora is not None:
+            from astra_tune.export.lora import check_adapter_file
+
+            check_adapter_file(lora, gguf_path)
         try:
-            self.llm = Llama(
-                model_path=str(gguf_path),
-                n_ctx=n_ctx,
-                n_threads=os.cpu_count() or 1,
-                verbose=False,
-            )
-        except ValueError as exc:
+            with quiet_llama_logs(), native_stderr_silenced():
+                self.llm = Llama(
+                    model_path=str(gguf_path),
+                    lora_path=str(lora) if lora is not None else None,
+                    n_ctx=n_ctx,
+                    n_threads=os.cpu_count() or 1,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError) as exc:
             raise ModelError(
-                f"llama.cpp cannot load {gguf_path.name}: {exc}",
+                f"llama.cpp cannot load {gguf_path.name}"
+                + (f" with adapter {lora.name}" if lora else "")
+                + f": {exc}",
                 where=str(gguf_path),
                 fix="check that the file is a complete GGUF (re-export or re-download it)",
             ) from exc
-        self.description = f"{gguf_path.name} via llama.cpp on cpu"
+        self.description = f"{gguf_path.name} via llama.cpp on cpu" + (
+            f" + adapter {lora.name}" if lora else ""
+        )
 
     def stream(
         self,
@@ -219,10 +229,15 @@ class ChatTarget:
 
     engine: Literal["transformers", "llama.cpp"]
     path: Path
+    lora: Path | None = None  # llama.cpp adapter GGUF applied on top of `path`
 
 
 def prepare_chat(
-    spec: str, *, engine: Engine = "auto", console: Console | None = None
+    spec: str,
+    *,
+    engine: Engine = "auto",
+    console: Console | None = None,
+    lora: Path | None = None,
 ) -> ChatTarget:
     """Resolve `spec` for chat (dequantizing or downloading if needed, with progress).
 
@@ -232,9 +247,14 @@ def prepare_chat(
     if engine == "auto":
         engine = "llama.cpp" if parsed.kind == "gguf" else "transformers"
     if engine == "transformers":
+        if lora is not None:
+            raise ModelError(
+                "--lora applies a llama.cpp adapter GGUF, so it needs a .gguf base model",
+                fix="pass the base model's .gguf file (from `astra export --adapter-only`)",
+            )
         return ChatTarget("transformers", resolve_model(spec, console=console).path)
     if parsed.kind == "gguf" and parsed.path is not None:
-        return ChatTarget("llama.cpp", parsed.path)
+        return ChatTarget("llama.cpp", parsed.path, lora)
     if parsed.entry is not None and parsed.entry.source == "bundled":
         return ChatTarget("llama.cpp", bundled_gguf_path(parsed.entry))
     raise ModelError(
@@ -246,7 +266,7 @@ def prepare_chat(
 def load_chat(target: ChatTarget) -> ChatEngine:
     """Load a prepared model into its engine."""
     if target.engine == "llama.cpp":
-        return LlamaCppChat(target.path)
+        return LlamaCppChat(target.path, lora=target.lora)
     return TransformersChat(target.path)
 
 

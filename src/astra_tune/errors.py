@@ -4,7 +4,8 @@
      ├── ConfigError      a recipe or command-line option is invalid (may hold many problems)
      ├── ModelError       a model cannot be found, downloaded, converted or loaded
      ├── DataError        a data source cannot be read, or its records make no sense
-     └── DependencyError  a required package or system piece is missing
+     ├── DependencyError  a required package or system piece is missing
+     └── VerificationError  an output was written but failed its checks (exit 1)
 
 The CLI prints an `AstraError` as one message without a traceback and exits with
 `exit_code`. Anything else is a bug and keeps its traceback.
@@ -81,3 +82,9 @@ class DataError(AstraError):
 
 class DependencyError(AstraError):
     """A required package or system piece is missing; `fix` names the install command."""
+
+
+class VerificationError(AstraError):
+    """An output was written but does not behave like its source (e.g. a GGUF export)."""
+
+    exit_code = 1

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -108,3 +110,35 @@ def quiet_library_noise() -> Iterator[None]:
         finally:
             if was_enabled:
                 datasets.enable_progress_bars()
+
+
+@contextlib.contextmanager
+def quiet_llama_logs() -> Iterator[None]:
+    """Keep only llama.cpp's errors: it logs every tensor it quantizes or adapts.
+
+    llama-cpp-python routes llama.cpp's log through this logger, and a model logs again
+    when it is freed, long after the call that loaded it; so the level is set for good,
+    never restored to the chatty default.
+    """
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    yield
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send C-level stderr to /dev/null for a moment.
+
+    llama.cpp prints one line per adapter tensor it cannot place in a repacked CPU
+    buffer (harmless: it falls back), bypassing the Python logger. Load failures still
+    surface as Python exceptions, which we turn into our own errors.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -264,6 +264,45 @@ class TrainConfig(Section):
     qlora: QloraConfig = Field(default_factory=QloraConfig, description="4-bit settings (qlora).")
 
 
+class ExportConfig(Section):
+    """GGUF export (`astra export`)."""
+
+    quant: list[str] = Field(
+        default_factory=lambda: ["f16", "q8_0", "q4_k_m"],
+        description="GGUF types: f32, f16, bf16, q8_0 written directly; q4_k_m, q5_k_m, q6_k, "
+        "q4_0, ... through llama.cpp's quantizer.",
+    )
+    output_dir: str | None = Field(
+        None, description="Where the files go; unset: RUN_DIR/export (or $ASTRA_HOME/exports)."
+    )
+    adapter_only: bool = Field(
+        False,
+        description="LoRA runs: write the adapter as a llama.cpp adapter GGUF next to base "
+        "GGUFs instead of merging it.",
+    )
+    verify: bool = Field(
+        True, description="Load every file in llama.cpp and compare it with the PyTorch model."
+    )
+    verify_positions: int = Field(
+        512, ge=64, le=16384, description="Token positions compared (top-1 agreement, KL)."
+    )
+    tokenizer_pre: str | None = Field(
+        None,
+        description="llama.cpp pre-tokenizer name, when it cannot be detected (smollm, "
+        "llama-bpe, qwen2, ...).",
+    )
+
+    @field_validator("quant")
+    @classmethod
+    def _check_quant(cls, value: list[str]) -> list[str]:
+        from astra_tune.export.quantize import parse_types
+
+        try:
+            return parse_types(value)
+        except AstraError as exc:
+            raise ValueError(f"{exc.what}" + (f"; {exc.fix}" if exc.fix else "")) from exc
+
+
 class Recipe(Section):
     """A fine-tuning run, from base model to exported model."""
 
@@ -278,6 +317,7 @@ class Recipe(Section):
     )
     data: DataConfig = Field(default_factory=DataConfig, description="Data preparation.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export.")
 
     @field_validator("base_model")
     @classmethod

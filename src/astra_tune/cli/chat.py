@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -44,6 +45,9 @@ def chat(
         "--engine",
         help="auto (GGUF → llama.cpp, else transformers), transformers, llama.cpp.",
     ),
+    lora: Path | None = typer.Option(
+        None, "--lora", help="llama.cpp adapter GGUF to apply on a .gguf base model."
+    ),
 ) -> None:
     """Chat with a model using its own chat template, streaming the answer."""
     if engine not in ("auto", "transformers", "llama.cpp"):
@@ -51,7 +55,7 @@ def chat(
     status = Console(stderr=True)
     # Preparing may show its own progress bar (first use dequantizes), so it runs before
     # the spinner: rich allows one live display at a time.
-    target = prepare_chat(model, engine=engine, console=status)  # type: ignore[arg-type]
+    target = prepare_chat(model, engine=engine, console=status, lora=lora)  # type: ignore[arg-type]
     with status.status(f"loading {model}…"):
         session = load_chat(target)
     options = GenerationOptions(

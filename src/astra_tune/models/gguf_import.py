@@ -121,7 +121,7 @@ def import_gguf(
         skeleton = AutoModelForCausalLM.from_config(config)
     n_tensors = _count_tensors(gguf_path)
     step = progress.add_task("dequantizing tensors", total=n_tensors, unit="tensor")
-    with _track_into(gguf_utils, progress, step):
+    with track_gguf_loading(gguf_utils, progress, step):
         loaded = gguf_utils.load_gguf_checkpoint(
             str(gguf_path), return_tensors=True, model_to_load=skeleton, torch_dtype=torch.float32
         )
@@ -173,7 +173,7 @@ def _count_tensors(gguf_path: Path) -> int:
 
 
 @contextlib.contextmanager
-def _track_into(module: Any, progress: Progress, task: Any) -> Iterator[None]:
+def track_gguf_loading(module: Any, progress: Progress, task: Any) -> Iterator[None]:
     """Show transformers' per-tensor GGUF loop on our rich bar instead of its tqdm bar.
 
     The loop is inside `load_gguf_checkpoint`, which takes no callback; the module-level

@@ -1,4 +1,4 @@
-"""Tiny random Llama models with the real SmolLM2 tokenizer, for fast tests of every stage.
+"""Tiny random models (llama, mistral, qwen2) for fast tests of every stage.
 
 They are deterministic by seed, a few MB on disk, and load in well under a second, so
 tests can exercise training, export and serving on real model code without downloads.
@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from astra_tune.models.catalog import DEFAULT_MODEL, bundled_gguf_path, catalog_entry
+
+TinyArch = Literal["llama", "mistral", "qwen2"]
+# Mistral-7B-v0.1's template, in substance: [INST] turns, BOS once, EOS after each answer.
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% set system = namespace(text='') %}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set system.text = message['content'] + '\\n\\n' %}"
+    "{% elif message['role'] == 'user' %}"
+    "{{ '[INST] ' + system.text + message['content'] + ' [/INST]' }}{% set system.text = '' %}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% endif %}{% endfor %}"
+)
 
 
 @dataclass(frozen=True)
@@ -40,14 +51,39 @@ def load_default_tokenizer() -> Any:
 
 
 def build_tiny_model(
-    out_dir: Path, *, tokenizer: Any, seed: int = 0, config: TinyConfig | None = None
+    out_dir: Path,
+    *,
+    tokenizer: Any,
+    seed: int = 0,
+    config: TinyConfig | None = None,
+    arch: TinyArch = "llama",
 ) -> Path:
-    """Write a randomly initialised tiny Llama (fp32 safetensors) and `tokenizer` to `out_dir`."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    """Write a randomly initialised tiny model (fp32 safetensors) and `tokenizer` to `out_dir`.
 
+    `arch` picks the transformers class: llama, mistral (same layout, its own config), or
+    qwen2 (biases on q/k/v, no RoPE row permutation in GGUF).
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    classes = {
+        "llama": (LlamaConfig, LlamaForCausalLM),
+        "mistral": (MistralConfig, MistralForCausalLM),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    }
+    config_class, model_class = classes[arch]
     shape = config or TinyConfig()
-    model_config = LlamaConfig(
+    extra: dict[str, Any] = {"sliding_window": None} if arch == "mistral" else {}
+    model_config = config_class(
+        **extra,
         vocab_size=len(tokenizer),
         hidden_size=shape.hidden_size,
         intermediate_size=shape.intermediate_size,
@@ -66,7 +102,7 @@ def build_tiny_model(
     # Seed a private generator state so building a model never disturbs the caller's RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(model_config).to(torch.float32)
+        model = model_class(model_config).to(torch.float32)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -76,3 +112,40 @@ def build_tiny_model(
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def build_spm_tokenizer(texts: list[str], *, vocab_size: int = 800) -> Any:
+    """A small Llama-2/Mistral-style tokenizer (BPE with byte fallback, "▁" for spaces).
+
+    Trained here on `texts` in a second, so tests cover SentencePiece-style vocabularies
+    without downloading one. Ids 0-2 are <unk>, <s>, </s>; then the 256 byte tokens.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    core = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    core.normalizer = normalizers.Sequence(  # type: ignore[assignment]
+        [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")]
+    )
+    core.decoder = decoders.Sequence(  # type: ignore[assignment]
+        [
+            decoders.Replace("\u2581", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
+    trainer = trainers.BpeTrainer(  # type: ignore[call-arg]
+        vocab_size=vocab_size, special_tokens=specials + byte_tokens, show_progress=False
+    )
+    core.train_from_iterator(texts, trainer=trainer)
+    core.post_processor = processors.TemplateProcessing(  # type: ignore[assignment]
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.chat_template = MISTRAL_TEMPLATE
+    return tokenizer

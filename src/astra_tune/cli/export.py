@@ -1,0 +1,140 @@
+"""`astra export`: a model or training run as verified GGUF files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from astra_tune.cli.output import human_bytes
+from astra_tune.errors import AstraError, ConfigError, VerificationError
+from astra_tune.recipe import ExportConfig
+
+
+def export(
+    spec: str = typer.Argument(
+        ..., help="Run directory, adapter or model directory, or catalog name."
+    ),
+    quant: str | None = typer.Option(
+        None,
+        "--quant",
+        "-q",
+        help="Comma-separated GGUF types, e.g. f16,q8_0,q4_k_m (default: the run's recipe, "
+        "else f16,q8_0,q4_k_m).",
+    ),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Directory for the files (default: RUN_DIR/export)."
+    ),
+    adapter_only: bool = typer.Option(
+        False, "--adapter-only", help="LoRA runs: adapter GGUF + base GGUFs, no merge."
+    ),
+    no_verify: bool = typer.Option(
+        False, "--no-verify", help="Skip loading each file in llama.cpp to compare."
+    ),
+    tokenizer_pre: str | None = typer.Option(
+        None, "--tokenizer-pre", help="Force llama.cpp's pre-tokenizer name (e.g. llama-bpe)."
+    ),
+) -> None:
+    """Merge, convert to GGUF, quantize with llama.cpp, and verify every file against PyTorch."""
+    from astra_tune.export.quantize import parse_types
+    from astra_tune.export.stage import export_model
+    from astra_tune.progress import progress_bar
+
+    config = _config(spec)
+    changes: dict[str, object] = {}
+    if quant is not None:
+        try:
+            changes["quant"] = parse_types(quant)
+        except ConfigError as exc:
+            exc.where = "--quant"
+            raise
+    if output is not None:
+        changes["output_dir"] = str(output)
+    if adapter_only:
+        changes["adapter_only"] = True
+    if no_verify:
+        changes["verify"] = False
+    if tokenizer_pre is not None:
+        changes["tokenizer_pre"] = tokenizer_pre
+    config = config.model_copy(update=changes)
+
+    with progress_bar() as bar:
+        result = export_model(spec, config, progress=bar)
+    console = Console()
+    if result.reports:
+        console.print(_table(result))
+        for report in result.reports:
+            for warning in report.warnings:
+                console.print(f"[yellow]warning:[/] {report.file}: {warning}", highlight=False)
+    else:
+        for file in result.files:
+            console.print(f"{file.path.name}  {human_bytes(file.size_bytes)}", highlight=False)
+    console.print(
+        f"[green]exported:[/] {result.out_dir} in {result.seconds:.0f} s"
+        + (f"  (verification: {result.verify_path.name})" if result.verify_path else ""),
+        highlight=False,
+    )
+    first = next((f for f in result.files if f.role != "adapter"), None)
+    if first is not None:
+        lora = f" (the adapter: llama.cpp --lora {result.adapter})" if result.adapter else ""
+        console.print(f"  chat with it: astra chat {first.path}{lora}", highlight=False)
+    if not result.passed:
+        failed = [r for r in result.reports if not r.passed]
+        raise VerificationError(
+            "verification failed for " + ", ".join(r.file for r in failed),
+            where=str(result.verify_path),
+            fix="; ".join(f"{r.file}: {', '.join(r.failures)}" for r in failed)
+            + " - please report this with the model's config.json",
+        )
+
+
+def _config(spec: str) -> ExportConfig:
+    """The export: section of the run's own recipe when SPEC is a run, else the defaults."""
+    from astra_tune.recipe import load_recipe
+
+    path = Path(spec).expanduser()
+    for candidate in (path / "recipe.yaml", path.parent / "recipe.yaml"):
+        if path.is_dir() and candidate.is_file() and (candidate.parent / "lineage.json").is_file():
+            try:
+                return load_recipe(candidate).export
+            except AstraError:
+                # An old or hand-edited run recipe should not block exporting its weights.
+                return ExportConfig()
+    return ExportConfig()
+
+
+def _table(result: object) -> Table:
+    from astra_tune.export.stage import ExportResult
+
+    assert isinstance(result, ExportResult)
+    table = Table(title=f"GGUF files in {result.out_dir}, checked in llama.cpp against PyTorch")
+    table.add_column("file")
+    for column in ("size", "top-1", "target", "KL", "greedy", "tokens", "tmpl", "stops"):
+        table.add_column(column, justify="right")
+    table.add_column("reader", justify="right")
+    table.add_column("result")
+    sizes = {f.path.name: f.size_bytes for f in result.files}
+    for r in result.reports:
+        verdict = (
+            "[red]FAIL[/]" if r.failures else "[yellow]warn[/]" if r.warnings else "[green]ok[/]"
+        )
+        table.add_row(
+            r.file + (f" + {r.adapter}" if r.adapter else ""),
+            human_bytes(sizes.get(r.file, r.size_bytes)),
+            f"{r.top1:.1%}" if r.top1 is not None else "-",
+            f"{r.top1_min:.0%}" if r.top1_min is not None else "-",
+            f"{r.kl_mean:.1e}" if r.kl_mean is not None else "-",
+            _mark(r.greedy_match),
+            r.tokenization or "-",
+            _mark(r.template),
+            _mark(r.stops_at_eot),
+            _mark(r.reader),
+            verdict,
+        )
+    return table
+
+
+def _mark(value: bool | None) -> str:
+    return "-" if value is None else "[green]yes[/]" if value else "[red]no[/]"

@@ -1,0 +1,1 @@
+"""Export: merge adapters, convert to GGUF, quantize with llama.cpp, verify, write Modelfiles."""

@@ -41,3 +41,31 @@ def default_model_dir(astra_env: Path) -> Path:
     from astra_tune.models.resolve import resolve_model
 
     return resolve_model(DEFAULT_MODEL).path
+
+
+@pytest.fixture(scope="session")
+def orrery_run(tmp_path_factory: pytest.TempPathFactory, default_model_dir: Path) -> Any:
+    """The default model LoRA-tuned on the bundled orrery sample (about 6 minutes here).
+
+    Slow end-to-end tests (learning, export, ...) share this one run.
+    """
+    from astra_tune.recipe import validate_recipe
+    from astra_tune.train.run import train_model
+
+    recipe = validate_recipe(
+        {
+            "name": "orrery",
+            "seed": 0,
+            "data": {"sources": ["builtin:orrery"], "split": {"val": 0.05}},
+            "train": {
+                "output_dir": str(tmp_path_factory.mktemp("orrery") / "run"),
+                "epochs": 4,
+                "learning_rate": 1e-3,
+                "batch_size": 4,
+                "max_seq_len": 512,
+                "eval_steps": 20,
+                "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+            },
+        }
+    )
+    return train_model(recipe)

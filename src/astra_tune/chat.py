@@ -19,7 +19,7 @@ from rich.console import Console
 from astra_tune.errors import ModelError
 from astra_tune.models.catalog import bundled_gguf_path
 from astra_tune.models.resolve import parse_spec, resolve_model
-from astra_tune.progress import native_stderr_silenced, quiet_library_noise, quiet_llama_logs
+from astra_tune.progress import quiet_library_noise, quiet_llama_logs
 
 Engine = Literal["auto", "transformers", "llama.cpp"]
 Message = dict[str, str]
@@ -177,7 +177,7 @@ class LlamaCppChat:
 
             check_adapter_file(lora, gguf_path)
         try:
-            with quiet_llama_logs(), native_stderr_silenced():
+            with quiet_llama_logs():
                 self.llm = Llama(
                     model_path=str(gguf_path),
                     lora_path=str(lora) if lora is not None else None,

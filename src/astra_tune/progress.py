@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -112,33 +111,32 @@ def quiet_library_noise() -> Iterator[None]:
                 datasets.enable_progress_bars()
 
 
+_llama_log_callback: object = None  # kept alive: llama.cpp holds a pointer to it
+
+
 @contextlib.contextmanager
 def quiet_llama_logs() -> Iterator[None]:
-    """Keep only llama.cpp's errors: it logs every tensor it quantizes or adapts.
+    """Let llama.cpp print its errors only; not its per-tensor notes and warnings.
 
-    llama-cpp-python routes llama.cpp's log through this logger, and a model logs again
-    when it is freed, long after the call that loaded it; so the level is set for good,
-    never restored to the chatty default.
+    llama-cpp-python's own log hook maps ggml's levels from an older enum (it passes
+    warnings on as errors), so it cannot filter them; we install a hook that reads the
+    current one (ggml.h: 1 debug, 2 info, 3 warn, 4 error, 5 continuation). Installed
+    once, for the process: llama.cpp also logs when a model is freed, long after loading.
     """
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    global _llama_log_callback
+    if _llama_log_callback is None:
+        import ctypes
+
+        import llama_cpp
+
+        last = [0]
+
+        def forward(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+            if level != 5:
+                last[0] = level
+            if last[0] == 4:
+                sys.stderr.write(text.decode("utf-8", "replace"))
+
+        _llama_log_callback = llama_cpp.llama_log_callback(forward)
+        llama_cpp.llama_log_set(_llama_log_callback, ctypes.c_void_p(0))
     yield
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Send C-level stderr to /dev/null for a moment.
-
-    llama.cpp prints one line per adapter tensor it cannot place in a repacked CPU
-    buffer (harmless: it falls back), bypassing the Python logger. Load failures still
-    surface as Python exceptions, which we turn into our own errors.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)

@@ -207,3 +207,46 @@ def test_lora_b_rows_are_permuted_like_the_weights(
     )
     key_a = key.replace("lora_B", "lora_A")
     np.testing.assert_array_equal(written["blk.0.attn_q.weight.lora_a"], weights[key_a].numpy())
+
+
+def test_adapter_for_another_base_is_refused_before_llama_cpp(
+    tmp_path: Path, tiny_lora_run: TrainResult, tiny_qwen2_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from astra_tune.export.convert import write_gguf
+    from astra_tune.export.lora import check_adapter_file, write_adapter_gguf
+    from astra_tune.models.tiny import TinyConfig, build_tiny_model
+
+    source = find_source(str(tiny_lora_run.run_dir))
+    assert source.base_dir is not None
+    adapter = write_adapter_gguf(
+        tiny_lora_run.output_dir, source.base_dir, tmp_path / "a.gguf", metadata={}
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source.base_dir)
+    wider = build_tiny_model(
+        tmp_path / "wider", tokenizer=tokenizer, config=TinyConfig(hidden_size=96, num_heads=4)
+    )
+    for other, message in ((wider, "does not fit"), (tiny_qwen2_dir, "adapts a llama model")):
+        base = write_gguf(other, tmp_path / f"{other.name}.gguf", "f16", tokenizer=tokenizer,
+                          metadata={}).path  # fmt: skip
+        with pytest.raises(ModelError, match=message):
+            check_adapter_file(adapter, base)
+
+
+def test_export_uses_the_runs_recipe_section(tmp_path: Path, tiny_lora_run: TrainResult) -> None:
+    import yaml
+
+    from tests.cli_runner import run_astra
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_lora_run.run_dir, run, ignore=shutil.ignore_patterns("checkpoints"))
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["export"] = {"quant": ["q8_0"], "verify": False}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    result = run_astra("export", str(run))
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["tiny-lora-q8_0.gguf"]
+    result = run_astra("export", str(run), "--quant", "f16", "--no-verify")
+    assert result.exit_code == 0, result.stderr
+    assert (run / "export" / "tiny-lora-f16.gguf").is_file()

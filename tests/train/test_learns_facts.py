@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from astra_tune.data.inspect import read_records
-from astra_tune.recipe import validate_recipe
-from astra_tune.train.run import train_model
+from astra_tune.train.run import TrainResult
 
 pytestmark = pytest.mark.slow
 _WORDS = re.compile(r"[\w$.]+")
@@ -78,24 +77,10 @@ def fact_recall(model_dir: Path, records: list[dict[str, Any]]) -> float:
     return sum(scores) / len(scores)
 
 
-def test_fine_tuning_teaches_the_held_out_facts(tmp_path: Path, default_model_dir: Path) -> None:
-    recipe = validate_recipe(
-        {
-            "name": "orrery",
-            "seed": 0,
-            "data": {"sources": ["builtin:orrery"], "split": {"val": 0.05}},
-            "train": {
-                "output_dir": str(tmp_path / "run"),
-                "epochs": 4,
-                "learning_rate": 1e-3,
-                "batch_size": 4,
-                "max_seq_len": 512,
-                "eval_steps": 20,
-                "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
-            },
-        }
-    )
-    result = train_model(recipe)
+def test_fine_tuning_teaches_the_held_out_facts(
+    tmp_path: Path, default_model_dir: Path, orrery_run: TrainResult
+) -> None:
+    result = orrery_run
     test = read_records(result.run_dir / "prepared" / "test.jsonl")
     assert len(test) == 76
     base = fact_recall(default_model_dir, test)

@@ -94,12 +94,24 @@ def rope_settings(config: dict[str, Any]) -> dict[str, Any]:
     return rope
 
 
+SAFETENSORS_DTYPES: dict[str, Any] = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": np.uint16,  # widened to float32 by shifting into the high half
+    "F64": np.float64,
+}
+
+
 class SafetensorsSource:
-    """Tensors of an HF directory, by name, read lazily from (sharded) safetensors."""
+    """Tensors of an HF directory, by name, read one at a time from (sharded) safetensors.
+
+    Read with plain file reads rather than the safetensors library, which memory-maps
+    the file: every mapped page it touches stays resident, so converting a model would
+    hold the whole checkpoint in RSS. The format is a JSON header and raw little-endian
+    arrays, so reading it directly is a few lines.
+    """
 
     def __init__(self, model_dir: Path) -> None:
-        from safetensors import safe_open
-
         index = model_dir / "model.safetensors.index.json"
         if index.is_file():
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
@@ -112,18 +124,41 @@ class SafetensorsSource:
                 where=str(model_dir),
                 fix="save the model with save_pretrained(..., safe_serialization=True)",
             )
-        self._handles = {name: safe_open(model_dir / name, framework="pt") for name in files}
-        self.location = {key: name for name, h in self._handles.items() for key in h.keys()}  # noqa: SIM118 - safe_open handles are not dicts
+        self._entries: dict[str, tuple[Path, int, dict[str, Any]]] = {}
+        for name in files:
+            path = model_dir / name
+            with path.open("rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                header = json.loads(handle.read(size))
+            header.pop("__metadata__", None)
+            for key, entry in header.items():
+                self._entries[key] = (path, 8 + size, entry)
 
     def names(self) -> list[str]:
-        return list(self.location)
+        return list(self._entries)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handles[self.location[name]].get_slice(name).get_shape())
+        return tuple(self._entries[name][2]["shape"])
 
     def get(self, name: str) -> np.ndarray:
-        tensor = self._handles[self.location[name]].get_tensor(name)
-        return tensor.float().numpy()
+        """The tensor as float32 (bf16 and f16 are widened exactly)."""
+        path, base, entry = self._entries[name]
+        dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise ModelError(
+                f"tensor {name} is stored as {entry['dtype']}, which export does not read",
+                where=str(path),
+                fix="save the model in float32, float16 or bfloat16",
+            )
+        start, end = entry["data_offsets"]
+        with path.open("rb") as handle:
+            handle.seek(base + start)
+            raw = bytearray(end - start)
+            handle.readinto(raw)
+        data = np.frombuffer(raw, dtype=dtype).reshape(entry["shape"])
+        if entry["dtype"] == "BF16":  # the top half of a float32
+            return (data.astype(np.uint32) << 16).view(np.float32)
+        return data.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,8 @@ def quantize(
     if status != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         raise ModelError(
-            f"llama.cpp could not quantize {source.name} to {qtype} (status {status})",
+            f"llama.cpp could not quantize {source.name} to {qtype} (status {status}; "
+            "its error is printed above)",
             where=str(source),
             fix="check that the source GGUF loads (astra chat FILE.gguf) and the disk has room",
         )

@@ -22,7 +22,6 @@ from rich.progress import Progress
 
 from astra_tune.errors import ModelError
 from astra_tune.progress import (
-    native_stderr_silenced,
     quiet_hf_progress,
     quiet_library_noise,
     quiet_llama_logs,
@@ -341,7 +340,12 @@ def check_gguf(
                 # PyTorch ends this answer; a file that does not has lost the stop.
                 serious = qtype in FLOAT_TYPES and reference.stop_gates
                 problems = report.failures if serious else report.warnings
-                problems.append("greedy generation of a trained answer does not stop")
+                problems.append(
+                    "greedy generation of a trained answer does not stop"
+                    if reference.stop_gates
+                    else "its greedy answer to a plain question runs past the end-of-turn "
+                    "token where PyTorch's stops"
+                )
             elif reference.stop_gates and not reference.stop_torch:
                 report.warnings.append(
                     "the model does not end its trained answer even in PyTorch (train longer?)"
@@ -432,7 +436,7 @@ def _llama(path: Path, adapter: Path | None, *, n_ctx: int) -> Iterator[Any]:
 
         check_adapter_file(adapter, path)
     try:
-        with quiet_llama_logs(), native_stderr_silenced():
+        with quiet_llama_logs():
             llm = Llama(
                 model_path=str(path),
                 lora_path=str(adapter) if adapter else None,

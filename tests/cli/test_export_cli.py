@@ -13,7 +13,9 @@ from tests.cli_runner import run_astra
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("cli-export")
-    result = run_astra("export", str(tiny_model_dir), "--quant", "f16,q4_k_m", "-o", str(out))
+    result = run_astra(
+        "export", str(tiny_model_dir), "--quant", "f32,f16,bf16,q4_k_m", "-o", str(out)
+    )
     assert result.exit_code == 0, result.stderr
     return out, result.stdout
 
@@ -25,15 +27,17 @@ def test_export_prints_the_verification_table(exported: tuple[Path, str]) -> Non
     assert "12/12" in stdout  # every hard string tokenized as the HF tokenizer does
     assert f"exported: {out}" in stdout
     report = json.loads((out / "verify.json").read_text())
-    f16 = report["files"][0]
-    assert f16["qtype"] == "f16"
-    assert f16["passed"] is True
-    assert f16["top1"] >= 0.99
+    assert [f["qtype"] for f in report["files"]] == ["f32", "f16", "bf16", "q4_k_m"]
+    for entry in report["files"][:3]:  # the float types must match PyTorch
+        assert entry["passed"] is True, entry
+        assert entry["top1"] >= entry["top1_min"] >= 0.98
+        assert entry["greedy_match"] is True
+    assert report["files"][0]["kl_mean"] < report["files"][2]["kl_mean"]  # f32 beats bf16
 
 
 def test_chat_runs_every_exported_file(exported: tuple[Path, str]) -> None:
     out, _ = exported
-    for name in ("model-f16.gguf", "model-q4_k_m.gguf"):
+    for name in ("model-f32.gguf", "model-f16.gguf", "model-bf16.gguf", "model-q4_k_m.gguf"):
         result = run_astra("chat", str(out / name), "-p", "Hello", "--max-tokens", "8")
         assert result.exit_code == 0, result.stderr
         assert result.stdout.strip(), name

@@ -219,3 +219,70 @@ def test_a_failed_conversion_leaves_no_file(
             metadata={},
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("rope", "expected"),
+    [
+        ({"rope_type": "linear", "factor": 4.0}, {"rope.scaling.type": "linear"}),
+        (
+            {
+                "rope_type": "yarn",
+                "factor": 4.0,
+                "original_max_position_embeddings": 512,
+            },
+            {"rope.scaling.type": "yarn", "rope.scaling.original_context_length": 512},
+        ),
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+            {},
+        ),
+    ],
+)
+def test_rope_scaling_is_carried(
+    tmp_path: Path, tiny_model_dir: Path, rope: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config["rope_parameters"] = {"rope_theta": 10000.0, **rope}
+    (model / "config.json").write_text(json.dumps(config))
+    out = write_gguf(
+        model,
+        tmp_path / "m.gguf",
+        "f16",
+        tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir),
+        metadata={},
+    ).path
+    meta = fields(out)
+    for key, value in expected.items():
+        assert meta[f"llama.{key}"] == value
+    if rope["rope_type"] == "linear":
+        assert meta["llama.rope.scaling.factor"] == 4.0
+    written = tensors(out)
+    if rope["rope_type"] == "llama3":
+        # head_dim 16 -> 8 frequencies; the high ones unscaled, the low ones by `factor`.
+        factors = np.asarray(written["rope_freqs.weight"].data)
+        assert factors.shape == (8,)
+        assert factors[0] == 1.0
+        assert factors[-1] == pytest.approx(8.0)
+    else:
+        assert "rope_freqs.weight" not in written
+    # llama.cpp accepts every variant (a wrong key or shape fails to load).
+    from llama_cpp import Llama
+
+    llm = Llama(str(out), n_ctx=64, verbose=False)
+    try:
+        assert llm.n_vocab() == config["vocab_size"]
+    finally:
+        llm.close()

@@ -75,6 +75,15 @@ def test_adapter_gguf_on_the_base_matches_the_merged_model(
     assert "blk.0.attn_q.weight.lora_a" in names
     assert "blk.1.ffn_down.weight.lora_b" in names
 
+    from tests.cli_runner import run_astra
+
+    chat = run_astra(
+        "chat", str(result.out_dir / "model-f16.gguf"), "--lora", str(result.adapter),
+        "-p", "Hello", "--max-tokens", "4",
+    )  # fmt: skip
+    assert chat.exit_code == 0, chat.stderr
+    assert chat.stdout.strip()
+
     # The same check fails without the adapter: the base alone is a different model.
     from transformers import AutoTokenizer
 

@@ -286,3 +286,20 @@ def test_rope_scaling_is_carried(
         assert llm.n_vocab() == config["vocab_size"]
     finally:
         llm.close()
+
+
+def test_a_wrong_pre_tokenizer_fails_verification(tmp_path: Path, tiny_qwen2_dir: Path) -> None:
+    from tests.cli_runner import run_astra
+
+    # Qwen2's splitter keeps "\r\n" together; llama.cpp's gpt-2 one does not.
+    out = tmp_path / "out"
+    result = run_astra(
+        "export", str(tiny_qwen2_dir), "-q", "f16", "--tokenizer-pre", "gpt-2", "-o", str(out)
+    )
+    assert result.exit_code == 1
+    assert "verification failed for model-f16.gguf" in result.stderr
+    assert "tokenization differs" in result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads((out / "verify.json").read_text())
+    assert report["passed"] is False
+    assert report["files"][0]["tokenization"] == "11/12"

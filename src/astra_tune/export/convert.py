@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -416,11 +416,3 @@ def arch_enum(name: str) -> Any:
         if arch_name == name:
             return arch
     raise KeyError(name)
-
-
-def iter_planned_names(model_dir: Path) -> Iterator[str]:
-    """GGUF tensor names of a model directory, in file order."""
-    config = load_config(model_dir)
-    arch = architecture_of(config, model_dir)
-    for name, _, _ in plan_tensors(SafetensorsSource(model_dir), config, arch, model_dir):
-        yield name

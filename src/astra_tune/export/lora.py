@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,6 @@ def write_adapter_gguf(
     out_path: Path,
     *,
     metadata: dict[str, Any],
-    on_tensor: Callable[[str], None] | None = None,
 ) -> Path:
     """Convert `adapter_dir` (PEFT) into a llama.cpp LoRA GGUF for the base in `base_dir`."""
     import gguf
@@ -141,9 +139,6 @@ def write_adapter_gguf(
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    if on_tensor is not None:
-        for name, _ in tensors:
-            on_tensor(name)
     return out_path
 
 

@@ -106,7 +106,8 @@ def merged_dir(source: ExportSource, work: Path) -> Path:
         )
         AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(target)
     del model, base
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the merged copy is on disk; free the GPU for the next stage
     return target
 
 

@@ -184,7 +184,7 @@ def build_reference(
             note("reference logits")
             logits = model(torch.tensor([ids])).logits[0].float()
             logprobs.append(torch.log_softmax(logits, dim=-1).numpy())
-    eog = _eog_ids(tokenizer, model)
+    eog = _eog_ids(tokenizer)
     greedy_prompt = _chat_ids(tokenizer, CHATS[0]) or prompts[0][:32]
     note("reference greedy continuation")
     greedy, margins = _torch_greedy(model, greedy_prompt, eog, GREEDY_TOKENS)
@@ -502,7 +502,7 @@ def _hard_strings(tokenizer: Any) -> list[str]:
     return strings
 
 
-def _eog_ids(tokenizer: Any, model: Any) -> set[int]:
+def _eog_ids(tokenizer: Any) -> set[int]:
     from astra_tune.export.vocab import end_of_turn_id
 
     ids: set[int] = set()

@@ -69,3 +69,41 @@ def orrery_run(tmp_path_factory: pytest.TempPathFactory, default_model_dir: Path
         }
     )
     return train_model(recipe)
+
+
+def tiny_run(tiny_model_dir: Path, out: Path, method: str) -> Any:
+    """A few LoRA/QLoRA steps on the tiny llama: enough for a real adapter directory."""
+    from astra_tune.recipe import validate_recipe
+    from astra_tune.train.run import train_model
+
+    recipe = validate_recipe(
+        {
+            "name": f"tiny-{method}",
+            "base_model": str(tiny_model_dir),
+            "seed": 0,
+            "data": {"sources": ["builtin:orrery"], "split": {"val": 0.05, "test": 0.0}},
+            "train": {
+                "method": method,
+                "output_dir": str(out),
+                "max_steps": 4,
+                "batch_size": 2,
+                "max_seq_len": 192,
+                "learning_rate": 5e-3,
+                "eval_steps": None,
+                "save_steps": 4,
+                "warmup_ratio": 0.0,
+                "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+            },
+        }
+    )
+    return train_model(recipe)
+
+
+@pytest.fixture(scope="session")
+def tiny_lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Any:
+    return tiny_run(tiny_model_dir, tmp_path_factory.mktemp("runs") / "lora", "lora")
+
+
+@pytest.fixture(scope="session")
+def tiny_qlora_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Any:
+    return tiny_run(tiny_model_dir, tmp_path_factory.mktemp("runs") / "qlora", "qlora")

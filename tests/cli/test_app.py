@@ -10,7 +10,16 @@ def test_help_lists_exactly_the_command_groups_that_exist() -> None:
     result = run_astra("--help")
     assert result.exit_code == 0
     commands = re.findall(r"^│ (\w+) ", result.stdout, flags=re.MULTILINE)
-    assert sorted(commands) == ["chat", "data", "doctor", "export", "models", "recipe", "train"]
+    assert sorted(commands) == [
+        "chat",
+        "data",
+        "doctor",
+        "export",
+        "models",
+        "recipe",
+        "registry",
+        "train",
+    ]
 
 
 def test_version() -> None:

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from astra_tune import __version__
-from astra_tune.cli import chat, data, doctor, export, models, recipe, train
+from astra_tune.cli import chat, data, doctor, export, models, recipe, registry, train
 from astra_tune.cli.output import print_error
 from astra_tune.errors import AstraError
 
@@ -26,6 +26,7 @@ app.command("export")(export.export)
 app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(recipe.app, name="recipe")
+app.add_typer(registry.app, name="registry")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,1 @@
+"""The model registry: content-addressed blobs, manifests per name:version, aliases, lineage."""

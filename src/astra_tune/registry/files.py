@@ -1,0 +1,73 @@
+"""A registry version copied out as plain files, with a Modelfile for Ollama."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from astra_tune.atomic import write_text
+from astra_tune.errors import ConfigError
+from astra_tune.registry.blobs import LocalBlobStore
+from astra_tune.registry.store import ModelVersion, Registry
+
+# Which file `FROM` names when several quantizations exist and none is asked for.
+PREFERRED = ("q4_k_m", "q5_k_m", "q8_0", "q6_k", "f16", "bf16", "f32")
+
+
+def export_version(
+    registry: Registry, reference: str, directory: Path, *, quant: str | None = None
+) -> list[Path]:
+    """Write the version's GGUFs (and adapter) and a Modelfile into `directory`."""
+    version = registry.resolve(reference)
+    chosen = pick_quantization(version, quant)
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    names: dict[str, str] = {}
+    for layer in version.manifest["layers"]:
+        notes = layer.get("annotations", {})
+        filename = notes.get("org.astra.filename")
+        if not filename:
+            continue
+        target = directory / Path(filename).name
+        store = registry.blobs
+        assert isinstance(store, LocalBlobStore)
+        store.copy_to(layer["digest"], target)
+        written.append(target)
+        names[notes.get("org.astra.quantization") or "adapter"] = target.name
+    modelfile = directory / "Modelfile"
+    write_text(modelfile, modelfile_text(version, names[chosen], names.get("adapter")))
+    written.append(modelfile)
+    return written
+
+
+def pick_quantization(version: ModelVersion, quant: str | None) -> str:
+    """The quantization to serve: the one asked for, else the first of PREFERRED present."""
+    if quant is not None:
+        if quant not in version.models:
+            raise ConfigError(
+                f"{version.reference} has no {quant} file",
+                where="--quant",
+                fix=f"choose one of {', '.join(version.models)}",
+            )
+        return quant
+    for candidate in PREFERRED:
+        if candidate in version.models:
+            return candidate
+    return next(iter(version.models))
+
+
+def modelfile_text(version: ModelVersion, model_file: str, adapter_file: str | None) -> str:
+    """FROM, ADAPTER, PARAMETER stop, SYSTEM and LICENSE for `ollama create -f`."""
+    lines = [f"# {version.reference} from the Astra Tune registry", f"FROM ./{model_file}"]
+    if adapter_file:
+        lines.append(f"ADAPTER ./{adapter_file}")
+    if version.template:
+        lines.append(f'TEMPLATE """{version.template}"""')
+    for key, value in version.params.items():
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"PARAMETER {key} {json.dumps(item)}")
+    if version.system:
+        lines.append(f'SYSTEM """{version.system}"""')
+    if version.license:
+        lines.append(f'LICENSE """{version.license}"""')
+    return "\n".join(lines) + "\n"

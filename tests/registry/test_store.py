@@ -138,12 +138,15 @@ def test_corrupted_and_missing_blobs_name_their_versions(
     assert "missing" in problem.problem
 
 
-def test_index_url_is_configurable(
+def test_index_url_and_blob_directory_are_configurable(
     tmp_path: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ASTRA_REGISTRY_URL", f"sqlite:///{tmp_path / 'shared-index.db'}")
+    monkeypatch.setenv("ASTRA_REGISTRY_BLOBS", str(tmp_path / "volume"))
     registry = Registry(tmp_path / "registry")
     registry.push(request_from_gguf(tiny_gguf, "tiny"))
     assert (tmp_path / "shared-index.db").is_file()
     assert not (tmp_path / "registry" / "index.db").exists()
+    assert len(list((tmp_path / "volume").glob("sha256-*"))) >= 5
+    assert not (tmp_path / "registry" / "blobs").exists()
     assert Registry(tmp_path / "registry").resolve("tiny").version == "1.0.0"

@@ -9,6 +9,7 @@ so a push that dies half-way leaves nothing but unreferenced blobs for `gc`.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ MEDIA_TYPES = {
     "lineage": "application/vnd.astra.lineage+json",
 }
 KIND_OF = {media: kind for kind, media in MEDIA_TYPES.items()}
+BLOBS_VAR = "ASTRA_REGISTRY_BLOBS"  # e.g. a shared volume, next to a shared SQL index
 
 
 class RegistryError(AstraError):
@@ -136,7 +138,10 @@ class Registry:
     ) -> None:
         self.root = root or registry_dir()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.blobs: BlobStore = blobs or LocalBlobStore(self.root / "blobs")
+        blob_dir = os.environ.get(BLOBS_VAR)
+        self.blobs: BlobStore = blobs or LocalBlobStore(
+            Path(blob_dir).expanduser() if blob_dir else self.root / "blobs"
+        )
         self.engine = open_engine(url or registry_url(self.root))
         self._verified: set[str] = set()
 

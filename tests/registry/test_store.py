@@ -150,3 +150,17 @@ def test_index_url_and_blob_directory_are_configurable(
     assert len(list((tmp_path / "volume").glob("sha256-*"))) >= 5
     assert not (tmp_path / "registry" / "blobs").exists()
     assert Registry(tmp_path / "registry").resolve("tiny").version == "1.0.0"
+
+
+def test_rm_frees_the_removed_versions_own_blobs_at_once(
+    registry: Registry, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    registry.push(request_from_gguf(tiny_gguf, "tiny"))
+    other = other_gguf(tiny_gguf, tmp_path / "other.gguf", b"\x05\x05\x05\x05")
+    registry.push(request_from_gguf(other, "tiny"))
+    kept = registry.resolve("tiny:1.0.0").manifest["layers"][0]["digest"]
+    gone = registry.resolve("tiny:1.0.1").manifest["layers"][0]["digest"]
+    registry.remove("tiny:1.0.1")
+    assert not registry.blobs.exists(gone)
+    assert registry.blobs.exists(kept)  # shared template/params/config blobs stay too
+    assert registry.verify() == []

@@ -190,6 +190,16 @@ class Registry:
         }
         manifest_digest = self.blobs.put_bytes(_json_bytes(manifest))
         for attempt in range(20):
+            missing = [
+                d for d in self._digests(manifest, manifest_digest) if not self.blobs.exists(d)
+            ]
+            if missing:
+                # `rm` in another process collected a blob we share with the version it
+                # removed, between our upload and now: nothing is published; try again.
+                raise RegistryError(
+                    f"blob {missing[0]} was removed while {name} was being pushed",
+                    fix="push again",
+                )
             try:
                 chosen = self._commit(
                     name, version, manifest, manifest_digest, request.summary, reason
@@ -326,6 +336,7 @@ class Registry:
         """Remove an alias, or a version (and the aliases on it); then collect garbage."""
         ref = parse_reference(reference)
         removed: list[str] = []
+        orphans: set[str] = set()
         with session(self.engine) as db, db.begin():
             if not ref.is_version:
                 row = db.get(TagRow, (ref.name, ref.tag))
@@ -335,6 +346,7 @@ class Registry:
                 removed.append(str(ref))
             else:
                 version = self._version_row(db, ref)
+                orphans.update(layer.digest for layer in version.layers)
                 for tag in db.scalars(
                     select(TagRow).where(TagRow.name == ref.name, TagRow.version == version.version)
                 ):
@@ -348,6 +360,12 @@ class Registry:
                     # `latest` always names the newest version that still exists.
                     self._move_tag(db, ref.name, DEFAULT_TAG, newest.version, "newest remaining")
         if gc:
+            # The removed version's own blobs go now (if nothing else uses them); other
+            # unreferenced blobs wait out the grace period, as they may be a push in flight.
+            with session(self.engine) as db:
+                used = set(db.scalars(select(LayerRow.digest).where(LayerRow.digest.in_(orphans))))
+            for digest in orphans - used:
+                self.blobs.delete(digest)
             self.gc()
         return removed
 
@@ -490,6 +508,11 @@ class Registry:
                 f"{ref.name}:{version} does not exist", fix=self._known(db, ref.name)
             )
         return row
+
+    @staticmethod
+    def _digests(manifest: dict[str, Any], manifest_digest: str) -> list[str]:
+        layers = [manifest["config"], *manifest["layers"]]
+        return [d["digest"] for d in layers] + [manifest_digest]
 
     def _newest(self, db: Any, name: str) -> VersionRow | None:
         return db.scalars(

@@ -18,6 +18,7 @@ def test_help_lists_exactly_the_command_groups_that_exist() -> None:
         "models",
         "recipe",
         "registry",
+        "serve",
         "train",
     ]
 

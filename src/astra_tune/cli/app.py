@@ -7,7 +7,7 @@ import sys
 import typer
 
 from astra_tune import __version__
-from astra_tune.cli import chat, data, doctor, export, models, recipe, registry, train
+from astra_tune.cli import chat, data, doctor, export, models, recipe, registry, serve, train
 from astra_tune.cli.output import print_error
 from astra_tune.errors import AstraError
 
@@ -23,6 +23,7 @@ app.command("doctor")(doctor.doctor)
 app.command("chat")(chat.chat)
 app.command("train")(train.train)
 app.command("export")(export.export)
+app.command("serve")(serve.serve)
 app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(recipe.app, name="recipe")

@@ -19,6 +19,7 @@ from astra_tune.progress import quiet_llama_logs
 
 # Approximate bits per weight, for progress totals only (llama.cpp decides the real mix).
 LLAMA_TYPES: dict[str, float] = {
+    "q8_0": 8.5,  # export writes q8_0 itself; llama.cpp's is for requantizing (/api/create)
     "q4_0": 4.5,
     "q4_1": 5.0,
     "q5_0": 5.5,
@@ -37,7 +38,7 @@ LLAMA_TYPES: dict[str, float] = {
 }
 # These need an importance matrix (llama.cpp refuses them without one); we do not compute it.
 NEEDS_IMATRIX = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs")
-ALL_TYPES = (*DIRECT_TYPES, *LLAMA_TYPES)
+ALL_TYPES = tuple(dict.fromkeys((*DIRECT_TYPES, *LLAMA_TYPES)))
 
 
 def parse_types(text: str | list[str]) -> list[str]:

@@ -1,0 +1,196 @@
+"""Serving throughput and latency on the default model's q4_k_m GGUF, CPU.
+
+  direct      llama-cpp-python in-process, create_completion(stream=True): the ceiling
+  astra       `astra serve`, OpenAI /v1/chat/completions over HTTP, streamed
+  llama.cpp   `python -m llama_cpp.server` on the same file, same request (baseline server)
+
+For each server: single-stream decode tokens/s (bar: astra >= 0.95x direct), then 1 and 4
+concurrent clients: total generated tokens/s and p50/p99 time to first token.
+Requests are greedy (temperature 0) with a fixed max_tokens and ignore the end-of-turn
+token so every request generates the same number of tokens.
+
+    .venv/bin/python bench/serve_bench.py GGUF [--tokens 128] [--requests 8] [--json out.json]
+
+The llama.cpp server needs `pip install 'llama-cpp-python[server]'` extras
+(sse-starlette, starlette-context, pydantic-settings); it is skipped without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+def direct(gguf: Path, tokens: int) -> float:
+    """Decode tokens/s of llama-cpp-python itself, same sampling, no HTTP."""
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+    prompt = llm.tokenize(b"Write a long story about a lighthouse keeper.", add_bos=True)
+    llm.create_completion(prompt=prompt, max_tokens=8, temperature=0)  # warm-up
+    first = None
+    count = 0
+    no_eos = {llm.token_eos(): -100.0}
+    chunks = llm.create_completion(
+        prompt=prompt, max_tokens=tokens, temperature=0, stream=True, logit_bias=no_eos
+    )
+    for _chunk in chunks:
+        count += 1
+        if first is None:
+            first = time.perf_counter()
+    assert first is not None
+    rate = (count - 1) / (time.perf_counter() - first)
+    llm.close()
+    return rate
+
+
+def one_request(url: str, model: str, tokens: int, eos_id: int) -> dict[str, float]:
+    body = {"model": model, "messages": PROMPT, "max_tokens": tokens, "temperature": 0,
+            "stream": True, "logit_bias": {str(eos_id): -100}}  # fmt: skip
+    started = time.perf_counter()
+    first = None
+    count = 0
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line.endswith("[DONE]"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk["choices"] and chunk["choices"][0].get("delta", {}).get("content"):
+                count += 1
+                if first is None:
+                    first = time.perf_counter()
+    ended = time.perf_counter()
+    assert first is not None
+    return {"ttft": first - started, "tokens": count, "decode": (count - 1) / (ended - first),
+            "seconds": ended - started}  # fmt: skip
+
+
+def load(
+    url: str, model: str, tokens: int, eos_id: int, clients: int, requests: int
+) -> dict[str, float]:
+    results: list[dict[str, float]] = []
+    lock = threading.Lock()
+    todo = list(range(requests))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                todo.pop()
+            result = one_request(url, model, tokens, eos_id)
+            with lock:
+                results.append(result)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    ttfts = sorted(r["ttft"] for r in results)
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "tokens_per_s": sum(r["tokens"] for r in results) / wall,
+        "ttft_p50": statistics.median(ttfts),
+        "ttft_p99": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+        "single_decode": statistics.median(r["decode"] for r in results),
+    }
+
+
+def measure(
+    name: str, command: list[str], url: str, model: str, args: Any, eos_id: int
+) -> dict[str, Any]:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_up(f"{url}/v1/models", proc)
+        one_request(url, model, 8, eos_id)  # load + warm-up
+        single = load(url, model, args.tokens, eos_id, 1, 3)
+        four = load(url, model, args.tokens, eos_id, 4, args.requests)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return {"server": name, "single": single, "four": four}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("gguf", type=Path)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    from llama_cpp import Llama
+
+    probe = Llama(str(args.gguf), vocab_only=True, verbose=False)
+    eos_id = probe.token_eos()
+    probe.close()
+    rows: list[dict[str, Any]] = []
+    ceiling = direct(args.gguf, args.tokens)
+    print(f"direct llama-cpp-python: {ceiling:.1f} tokens/s decode", file=sys.stderr)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    astra = [sys.executable, "-m", "astra_tune", "serve", "-m", str(args.gguf), "--port", str(port),
+             "--max-queue", "64"]  # fmt: skip
+    rows.append(measure("astra serve", astra, url, f"{args.gguf.stem}:latest", args, eos_id))
+    try:
+        import sse_starlette  # noqa: F401
+        import starlette_context  # noqa: F401
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = [sys.executable, "-m", "llama_cpp.server", "--model", str(args.gguf),
+                  "--port", str(port), "--n_ctx", "4096"]  # fmt: skip
+        rows.append(measure("llama_cpp.server", server, url, str(args.gguf), args, eos_id))
+    except ImportError:
+        print("llama_cpp.server extras missing: baseline server skipped", file=sys.stderr)
+    print(f"direct llama-cpp-python decode: {ceiling:.1f} tokens/s")
+    header = ("server", "1c decode", "x direct", "1c tok/s", "1c TTFT p50", "4c tok/s",
+              "4c TTFT p50", "4c TTFT p99")  # fmt: skip
+    print(f"{header[0]:<18}" + "".join(f"{h:>13}" for h in header[1:]))
+    for row in rows:
+        s, f = row["single"], row["four"]
+        values = (s["single_decode"], s["single_decode"] / ceiling, s["tokens_per_s"],
+                  s["ttft_p50"], f["tokens_per_s"], f["ttft_p50"], f["ttft_p99"])  # fmt: skip
+        print(f"{row['server']:<18}" + "".join(f"{v:>13.3f}" for v in values))
+    if args.json:
+        args.json.write_text(json.dumps({"direct": ceiling, "servers": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Which model names the server answers to, and the files and defaults behind each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from astra_tune.errors import ConfigError, ModelError
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One name clients can ask for: a GGUF (plus adapter), its template, stops, defaults."""
+
+    name: str  # as clients send it, e.g. "orrery:latest" or "tiny-f16"
+    version: str  # registry version, or "file" for a GGUF given on the command line
+    gguf: Path
+    adapter: Path | None
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    stop: list[str]
+    system: str | None
+    params: dict[str, Any] = field(default_factory=dict)
+    family: str | None = None
+    parameter_size: str | None = None
+    quantization: str | None = None
+    digest: str | None = None
+    modified_at: str | None = None
+    license: str | None = None
+
+    @property
+    def base_name(self) -> str:
+        return self.name.split(":")[0]
+
+
+class Catalog:
+    """Served names -> ServedModel; `name` alone means `name:latest`, as in Ollama."""
+
+    def __init__(self, models: list[ServedModel]) -> None:
+        self._by_name: dict[str, ServedModel] = {}
+        for model in models:
+            self._by_name[model.name] = model
+
+    def get(self, name: str) -> ServedModel:
+        model = self._by_name.get(name) or self._by_name.get(f"{name}:latest")
+        if model is None:
+            raise ModelError(
+                f"model {name!r} is not served here",
+                fix=f"choose one of: {', '.join(sorted(self._by_name)) or '(none)'}",
+            )
+        return model
+
+    def all(self) -> list[ServedModel]:
+        return sorted(self._by_name.values(), key=lambda m: m.name)
+
+    def add(self, model: ServedModel) -> None:
+        self._by_name[model.name] = model
+
+    def remove(self, name: str) -> None:
+        self._by_name.pop(name, None)
+
+
+def build_catalog(specs: list[str], registry: Any | None) -> Catalog:
+    """Registry references and GGUF files -> a catalog (all registry models if `specs` is empty)."""
+    models: list[ServedModel] = []
+    references: list[str] = []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if spec.lower().endswith(".gguf"):
+            if not path.is_file():
+                raise ConfigError(
+                    f"model file not found: {spec}", where="--model", fix="check the path"
+                )
+            models.append(from_gguf(path.resolve()))
+        else:
+            references.append(spec)
+    if registry is not None:
+        if not specs:
+            references = sorted(
+                {f"{v['name']}:{alias}" for v in registry.list_versions() for alias in v["aliases"]}
+                | {f"{v['name']}:{v['version']}" for v in registry.list_versions()}
+            )
+        for reference in references:
+            models.append(from_registry(registry, reference))
+    elif references:
+        raise ConfigError("registry references need the registry", where="--model")
+    return Catalog(models)
+
+
+def from_gguf(path: Path, name: str | None = None) -> ServedModel:
+    from astra_tune.registry.push import gguf_facts
+
+    facts = gguf_facts(path)
+    tokens = _special_tokens(path)
+    return ServedModel(
+        name=name or f"{path.stem}:latest",
+        version="file",
+        gguf=path,
+        adapter=None,
+        chat_template=facts["chat_template"],
+        bos_token=tokens[0],
+        eos_token=tokens[1],
+        stop=facts["stop"],
+        system=None,
+        family=facts["architecture"],
+        parameter_size=facts["size_label"],
+        quantization=(facts["quantization"] or "").upper() or None,
+        license=facts["license"],
+    )
+
+
+def from_registry(registry: Any, reference: str) -> ServedModel:
+    from astra_tune.registry.files import pick_quantization
+
+    version = registry.resolve(reference)
+    quant = pick_quantization(version, None)
+    gguf = version.models[quant]
+    base = from_gguf(gguf)
+    name = reference if ":" in reference else f"{reference}:latest"
+    return ServedModel(
+        name=name,
+        version=version.version,
+        gguf=gguf,
+        adapter=version.adapter,
+        chat_template=version.chat_template or base.chat_template,
+        bos_token=base.bos_token,
+        eos_token=base.eos_token,
+        stop=list(version.params.get("stop") or base.stop),
+        system=version.system,
+        params={k: v for k, v in version.params.items() if k != "stop"},
+        family=base.family,
+        parameter_size=base.parameter_size,
+        quantization=quant.upper(),
+        digest=version.manifest_digest,
+        modified_at=version.created_at,
+        license=version.license,
+    )
+
+
+def _special_tokens(path: Path) -> tuple[str, str]:
+    import gguf
+
+    fields = gguf.GGUFReader(path).fields
+    tokens = fields.get("tokenizer.ggml.tokens")
+
+    def text(key: str) -> str:
+        if key not in fields or tokens is None:
+            return ""
+        index = int(fields[key].contents())
+        return bytes(tokens.parts[tokens.data[index]]).decode("utf-8", "replace")
+
+    return text("tokenizer.ggml.bos_token_id"), text("tokenizer.ggml.eos_token_id")

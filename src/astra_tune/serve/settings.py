@@ -1,0 +1,86 @@
+"""Server settings: flags, then environment (ASTRA_SERVE_*), then an optional YAML file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from astra_tune.errors import ConfigError, Problem
+
+ENV_PREFIX = "ASTRA_SERVE_"
+
+
+class ServeSettings(BaseModel):
+    """Everything `astra serve` can be told; validated at start."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    models: list[str] = Field(
+        default_factory=list,
+        description="Registry references (name[:tag]) or .gguf files; empty: all registry models.",
+    )
+    api_keys: list[str] = Field(
+        default_factory=list, description="Accepted API keys (plain; hashed at start)."
+    )
+    api_key_hashes: list[str] = Field(
+        default_factory=list, description="Accepted API keys as sha256:<hex> of the key."
+    )
+    metrics_public: bool = Field(True, description="Serve /metrics without an API key.")
+    max_queue: int = Field(8, ge=1, description="Requests waiting per model before 429.")
+    max_loaded: int = Field(2, ge=1, description="Models kept loaded at once (LRU).")
+    keep_alive: float = Field(300.0, ge=0, description="Seconds an idle model stays loaded.")
+    n_ctx: int = Field(4096, ge=64, description="Context length per loaded model.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    drain_seconds: float = Field(30.0, ge=0, description="How long shutdown waits for requests.")
+
+    def key_hashes(self) -> set[str]:
+        """Every accepted key as sha256:<hex>; plain keys never leave this function."""
+        hashes = {h.lower() for h in self.api_key_hashes}
+        hashes |= {hash_key(k) for k in self.api_keys}
+        return hashes
+
+
+def hash_key(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def load_settings(config_file: Path | None, flags: dict[str, Any]) -> ServeSettings:
+    """Merge the config file, the environment and the flags (flags win); errors name each."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        import yaml
+
+        if not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}", where=str(config_file))
+        loaded = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("the serve config must be a mapping", where=str(config_file))
+        values.update(loaded)
+    for name, field in ServeSettings.model_fields.items():
+        raw = os.environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        is_list = "list" in str(field.annotation)
+        values[name] = [v.strip() for v in raw.split(",") if v.strip()] if is_list else raw
+    values.update({k: v for k, v in flags.items() if v not in (None, [], ())})
+    try:
+        return ServeSettings.model_validate(values)
+    except ValidationError as exc:
+        problems = [
+            Problem(
+                path=".".join(str(p) for p in err["loc"]),
+                message=err["msg"],
+                location=str(config_file) if config_file else None,
+            )
+            for err in exc.errors()
+        ]
+        raise ConfigError(
+            "invalid serve settings", problems=problems, fix="see `astra serve --help`"
+        ) from exc

@@ -1,0 +1,49 @@
+"""Ollama's create (with blobs), copy and delete, stored in the registry."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import ollama
+import pytest
+
+from tests.serve.conftest import start_server, stop
+
+
+def test_create_copy_delete(tiny_gguf_file: Path, tmp_path: Path) -> None:
+    server = start_server(tiny_gguf_file, env={"ASTRA_HOME": str(tmp_path / "home")})
+    try:
+        client = ollama.Client(host=server.url)
+        digest = "sha256:" + hashlib.sha256(tiny_gguf_file.read_bytes()).hexdigest()
+        assert httpx.head(f"{server.url}/api/blobs/{digest}", timeout=5).status_code == 404
+        assert client.create_blob(tiny_gguf_file) == digest
+        assert httpx.head(f"{server.url}/api/blobs/{digest}", timeout=5).status_code == 200
+        bad = httpx.post(f"{server.url}/api/blobs/sha256:{'0' * 64}", content=b"x", timeout=5)
+        assert bad.status_code == 400
+        assert "hash to" in bad.json()["error"]
+
+        client.create(model="terse", files={"tiny.gguf": digest}, system="You are terse.",
+                      parameters={"temperature": 0.1})  # fmt: skip
+        names = [m.model for m in client.list().models]
+        assert "terse:latest" in names
+        assert "terse:1.0.0" in names
+        shown = client.show("terse")
+        assert 'SYSTEM """You are terse."""' in (shown.modelfile or "")
+        reply = client.chat(model="terse", messages=[{"role": "user", "content": "hi"}],
+                            options={"num_predict": 3})  # fmt: skip
+        assert reply.eval_count == 3
+
+        client.create(model="terse-q8", from_="terse", quantize="q8_0")
+        assert client.show("terse-q8").details.quantization_level == "Q8_0"  # type: ignore[union-attr]
+
+        client.copy("terse", "terse-copy")
+        assert "terse-copy:latest" in [m.model for m in client.list().models]
+        client.delete("terse-copy:latest")
+        assert not any(m.model.startswith("terse-copy") for m in client.list().models)
+        with pytest.raises(ollama.ResponseError) as caught:
+            client.create(model="x", files={"m.gguf": "sha256:" + "1" * 64})
+        assert "missing" in caught.value.error
+    finally:
+        stop(server)

@@ -158,7 +158,7 @@ def check_adapter_file(path: Path, base: Path | None = None) -> None:
 
     llama.cpp crashes (not errors) on an adapter whose shapes do not match the model.
     """
-    import gguf
+    from astra_tune.models.gguf_meta import read_metadata
 
     if not path.is_file():
         raise ModelError(f"adapter file not found: {path}", fix="check the --lora path")
@@ -170,14 +170,9 @@ def check_adapter_file(path: Path, base: Path | None = None) -> None:
             where=str(path),
             fix="pass the adapter GGUF written by `astra export --adapter-only`",
         )
-    try:
-        reader = gguf.GGUFReader(path)
-        fields = reader.fields
-        kind = fields["general.type"].contents() if "general.type" in fields else None
-        adapter = fields["adapter.type"].contents() if "adapter.type" in fields else None
-    except (ValueError, KeyError, IndexError) as exc:
-        raise ModelError(f"{path.name} is a damaged GGUF: {exc}", where=str(path)) from exc
-    if kind != "adapter" or adapter != "lora":
+    meta = read_metadata(path)
+    kind = meta.get("general.type")
+    if kind != "adapter" or meta.get("adapter.type") != "lora":
         raise ModelError(
             f"{path.name} is a {kind or 'model'} GGUF, not a LoRA adapter",
             where=str(path),
@@ -185,26 +180,24 @@ def check_adapter_file(path: Path, base: Path | None = None) -> None:
         )
     if base is None:
         return
-    base_reader = gguf.GGUFReader(base)
-    arch = fields["general.architecture"].contents()
-    base_arch = base_reader.fields["general.architecture"].contents()
+    base_meta = read_metadata(base)
+    arch, base_arch = meta.get("general.architecture"), base_meta.get("general.architecture")
     if arch != base_arch:
         raise ModelError(
             f"{path.name} adapts a {arch} model but {base.name} is {base_arch}",
             where=str(path),
             fix="use the base GGUF exported together with this adapter",
         )
-    shapes = {t.name: tuple(int(n) for n in t.shape) for t in base_reader.tensors}
-    for tensor in reader.tensors:
-        target, _, part = tensor.name.rpartition(".")
-        shape = tuple(int(n) for n in tensor.shape)  # GGUF order: columns first
+    shapes = dict(base_meta["__shapes__"])
+    for name, shape in meta["__shapes__"]:  # GGUF order: columns first
+        target, _, part = name.rpartition(".")
         expected = shapes.get(target)
         fits = expected is not None and (
             shape[0] == expected[0] if part == "lora_a" else shape[1] == expected[1]
         )
         if not fits:
             raise ModelError(
-                f"{path.name} does not fit {base.name}: {tensor.name} has shape {shape}, "
+                f"{path.name} does not fit {base.name}: {name} has shape {shape}, "
                 f"the model's {target} has {expected}",
                 where=str(path),
                 fix="use the base GGUF exported together with this adapter",

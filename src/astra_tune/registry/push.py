@@ -26,43 +26,36 @@ def request_for(source: Path, name: str) -> PushRequest:
 
 def gguf_facts(path: Path) -> dict[str, Any]:
     """Metadata of a GGUF that the registry and the server use (no tensor data read)."""
-    import gguf
+    from astra_tune.models.gguf_meta import read_metadata
 
-    try:
-        reader = gguf.GGUFReader(path)
-    except (ValueError, OSError) as exc:
-        raise ModelError(f"{path.name} is not a readable GGUF: {exc}", where=str(path)) from exc
-    fields = reader.fields
-
-    def value(key: str) -> Any:
-        return fields[key].contents() if key in fields else None
-
-    arch = value("general.architecture")
-    tokens = fields.get("tokenizer.ggml.tokens")
+    meta = read_metadata(path)
+    arch = meta.get("general.architecture")
+    tokens = meta.get("tokenizer.ggml.tokens") or []
 
     def token_text(key: str) -> str | None:
-        index = value(key)
-        if index is None or tokens is None:
-            return None
-        return bytes(tokens.parts[tokens.data[int(index)]]).decode("utf-8", "replace")
+        index = meta.get(key)
+        return tokens[int(index)] if index is not None and int(index) < len(tokens) else None
 
     stops = [t for t in (token_text("tokenizer.ggml.eot_token_id"),
                          token_text("tokenizer.ggml.eos_token_id")) if t]  # fmt: skip
-    file_type = value("general.file_type")
+    file_type = meta.get("general.file_type")
     return {
-        "type": value("general.type") or "model",
+        "type": meta.get("general.type") or "model",
         "architecture": arch,
-        "name": value("general.name"),
-        "size_label": value("general.size_label"),
-        "license": value("general.license"),
-        "base_model": value("general.base_model.0.name"),
+        "name": meta.get("general.name"),
+        "size_label": meta.get("general.size_label"),
+        "license": meta.get("general.license"),
+        "base_model": meta.get("general.base_model.0.name"),
         "quantization": quantization_name(file_type) if file_type is not None else None,
-        "context_length": value(f"{arch}.context_length"),
-        "embedding_length": value(f"{arch}.embedding_length"),
-        "block_count": value(f"{arch}.block_count"),
-        "chat_template": value("tokenizer.chat_template"),
+        "context_length": meta.get(f"{arch}.context_length"),
+        "embedding_length": meta.get(f"{arch}.embedding_length"),
+        "block_count": meta.get(f"{arch}.block_count"),
+        "chat_template": meta.get("tokenizer.chat_template"),
         "stop": list(dict.fromkeys(stops)),
-        "parameters": sum(int(t.n_elements) for t in reader.tensors),
+        "bos_token": token_text("tokenizer.ggml.bos_token_id") or "",
+        "eos_token": token_text("tokenizer.ggml.eos_token_id") or "",
+        "tensors": meta["__tensor_count__"],
+        "parameters": meta["__parameters__"],
     }
 
 

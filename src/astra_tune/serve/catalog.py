@@ -93,15 +93,14 @@ def from_gguf(path: Path, name: str | None = None) -> ServedModel:
     from astra_tune.registry.push import gguf_facts
 
     facts = gguf_facts(path)
-    tokens = _special_tokens(path)
     return ServedModel(
         name=name or f"{path.stem}:latest",
         version="file",
         gguf=path,
         adapter=None,
         chat_template=facts["chat_template"],
-        bos_token=tokens[0],
-        eos_token=tokens[1],
+        bos_token=facts["bos_token"],
+        eos_token=facts["eos_token"],
         stop=facts["stop"],
         system=None,
         family=facts["architecture"],
@@ -137,18 +136,3 @@ def from_registry(registry: Any, reference: str) -> ServedModel:
         modified_at=version.created_at,
         license=version.license,
     )
-
-
-def _special_tokens(path: Path) -> tuple[str, str]:
-    import gguf
-
-    fields = gguf.GGUFReader(path).fields
-    tokens = fields.get("tokenizer.ggml.tokens")
-
-    def text(key: str) -> str:
-        if key not in fields or tokens is None:
-            return ""
-        index = int(fields[key].contents())
-        return bytes(tokens.parts[tokens.data[index]]).decode("utf-8", "replace")
-
-    return text("tokenizer.ggml.bos_token_id"), text("tokenizer.ggml.eos_token_id")

@@ -43,10 +43,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(gguf: Path, *args: str, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    gguf: Path, *args: str, env: dict[str, str] | None = None, serve_file: bool = True
+) -> Server:
     port = free_port()
+    model = ["-m", str(gguf)] if serve_file else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "astra_tune", "serve", "-m", str(gguf), "--port", str(port), *args],
+        [sys.executable, "-m", "astra_tune", "serve", *model, "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -52,7 +52,7 @@ def serve(
         },
     )
     registry = Registry()
-    catalog = build_catalog(settings.models, registry)
+    catalog = build_catalog(settings.models, registry, settings.upstreams)
     pool = EnginePool(
         max_loaded=settings.max_loaded,
         keep_alive=settings.keep_alive,

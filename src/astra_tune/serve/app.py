@@ -25,7 +25,8 @@ from astra_tune.serve.engine import (
     PromptTooLongError,
     QueueFullError,
     Sampling,
-    run_job,
+    job_events,
+    submit_job,
 )
 from astra_tune.serve.metrics import ServerMetrics
 from astra_tune.serve.settings import ServeSettings, hash_key
@@ -53,6 +54,7 @@ class ServerState:
     key_hashes: set[str] = field(default_factory=set)
     draining: bool = False
     inflight: int = 0
+    upstreams: dict[str, Any] = field(default_factory=dict)
 
     async def engine(self, model: ServedModel) -> LlamaEngine:
         """The loaded engine for `model` (loading it, off the event loop, if needed)."""
@@ -60,21 +62,54 @@ class ServerState:
             raise ShuttingDownError("the server is shutting down", fix="retry on another replica")
         return await run_in_threadpool(self.pool.get, model)
 
-    async def generate(
-        self, model: ServedModel, engine: LlamaEngine, prompt: list[int], sampling: Sampling
+    async def start_chat(
+        self, model: ServedModel, messages: list[dict[str, Any]], sampling: Sampling
     ) -> AsyncIterator[tuple[str, Any]]:
-        """Run one generation, counting it in the metrics whatever way it ends."""
-        engine.check_fits(prompt, sampling.max_tokens)
+        """Start a chat generation; errors (full queue, long prompt) are raised here, before
+        any response is sent, so they reach the client as proper status codes."""
+        if model.upstream is not None:
+            return await self.upstream(model).start_chat(messages, sampling, self._counter(model))
+        engine = await self.engine(model)
+        prompt = engine.tokenize(engine.render_chat(messages), add_bos=True)
+        return self._local(model, engine, prompt, sampling)
 
+    async def start_text(
+        self, model: ServedModel, text: str, sampling: Sampling
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Start a plain completion of `text` (no chat template)."""
+        if model.upstream is not None:
+            return await self.upstream(model).start_text(text, sampling, self._counter(model))
+        engine = await self.engine(model)
+        return self._local(model, engine, engine.tokenize(text, add_bos=True), sampling)
+
+    def upstream(self, model: ServedModel) -> Any:
+        from astra_tune.serve.upstream import Upstream
+
+        assert model.upstream is not None
+        if model.name not in self.upstreams:
+            self.upstreams[model.name] = Upstream(model.upstream)
+        return self.upstreams[model.name]
+
+    def _counter(self, model: ServedModel) -> Any:
         def count(done: Finished) -> None:
             self.metrics.observe(model.name, model.version, done)
 
+        return count
+
+    def _local(
+        self, model: ServedModel, engine: LlamaEngine, prompt: list[int], sampling: Sampling
+    ) -> AsyncIterator[tuple[str, Any]]:
+        job = submit_job(engine, prompt, sampling, self._counter(model))
         self.inflight += 1
-        try:
-            async for kind, value in run_job(engine, prompt, sampling, count):
-                yield kind, value
-        finally:
-            self.inflight -= 1
+
+        async def events() -> AsyncIterator[tuple[str, Any]]:
+            try:
+                async for item in job_events(job):
+                    yield item
+            finally:
+                self.inflight -= 1
+
+        return events()
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -93,6 +128,8 @@ def create_app(state: ServerState) -> FastAPI:
             while (state.inflight or state.pool.busy()) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             reaper.cancel()
+            for upstream in state.upstreams.values():
+                await upstream.http.aclose()
             await run_in_threadpool(state.pool.close)
 
     app = FastAPI(title="Astra Tune", version=__version__, lifespan=lifespan)
@@ -129,7 +166,8 @@ def create_app(state: ServerState) -> FastAPI:
         message = exc.what + (f" ({exc.fix})" if exc.fix else "")
         response = _error(request.url.path, status, message, code)
         if status == 429:
-            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            upstream_says = getattr(exc, "retry_after", None)
+            response.headers["Retry-After"] = upstream_says or str(RETRY_AFTER_SECONDS)
         return response
 
     @app.get("/health")
@@ -166,6 +204,14 @@ def _status_of(exc: AstraError) -> tuple[int, str]:
         return 404, "model_not_found"
     from astra_tune.registry.blobs import BlobError
     from astra_tune.registry.store import RegistryError
+    from astra_tune.serve.upstream import UpstreamError
+
+    if isinstance(exc, UpstreamError):
+        if exc.status == 429:
+            return 429, "rate_limit_exceeded"
+        return (
+            (exc.status, "upstream_error") if 400 <= exc.status < 500 else (502, "upstream_error")
+        )
 
     if isinstance(exc, BlobError):
         return 400, "blob_not_found"
@@ -180,6 +226,7 @@ def _error(path: str, status: int, message: str, code: str) -> JSONResponse:
     if path.startswith("/api/"):
         return JSONResponse({"error": message}, status_code=status)  # Ollama's envelope
     kind = {
+        502: "server_error",
         401: "authentication_error",
         404: "invalid_request_error",
         429: "rate_limit_error",

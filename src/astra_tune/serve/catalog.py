@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from astra_tune.errors import ConfigError, ModelError
+from astra_tune.serve.settings import UpstreamSettings
 
 
 @dataclass(frozen=True)
@@ -14,8 +15,8 @@ class ServedModel:
     """One name clients can ask for: a GGUF (plus adapter), its template, stops, defaults."""
 
     name: str  # as clients send it, e.g. "orrery:latest" or "tiny-f16"
-    version: str  # registry version, or "file" for a GGUF given on the command line
-    gguf: Path
+    version: str  # registry version, "file" for a GGUF on the command line, or "upstream"
+    gguf: Path | None  # None for models forwarded to an upstream server
     adapter: Path | None
     chat_template: str | None
     bos_token: str
@@ -29,6 +30,7 @@ class ServedModel:
     digest: str | None = None
     modified_at: str | None = None
     license: str | None = None
+    upstream: UpstreamSettings | None = None
 
     @property
     def base_name(self) -> str:
@@ -62,9 +64,14 @@ class Catalog:
         self._by_name.pop(name, None)
 
 
-def build_catalog(specs: list[str], registry: Any | None) -> Catalog:
-    """Registry references and GGUF files -> a catalog (all registry models if `specs` is empty)."""
-    models: list[ServedModel] = []
+def build_catalog(
+    specs: list[str], registry: Any | None, upstreams: list[UpstreamSettings] | None = None
+) -> Catalog:
+    """Registry references, GGUF files and upstream servers -> a catalog.
+
+    With no `specs` (and no upstreams), every registry version and alias is served.
+    """
+    models: list[ServedModel] = [from_upstream(u) for u in upstreams or []]
     references: list[str] = []
     for spec in specs:
         path = Path(spec).expanduser()
@@ -77,7 +84,7 @@ def build_catalog(specs: list[str], registry: Any | None) -> Catalog:
         else:
             references.append(spec)
     if registry is not None:
-        if not specs:
+        if not specs and not upstreams:
             references = sorted(
                 {f"{v['name']}:{alias}" for v in registry.list_versions() for alias in v["aliases"]}
                 | {f"{v['name']}:{v['version']}" for v in registry.list_versions()}
@@ -87,6 +94,23 @@ def build_catalog(specs: list[str], registry: Any | None) -> Catalog:
     elif references:
         raise ConfigError("registry references need the registry", where="--model")
     return Catalog(models)
+
+
+def from_upstream(upstream: UpstreamSettings) -> ServedModel:
+    name = upstream.name if ":" in upstream.name else f"{upstream.name}:latest"
+    return ServedModel(
+        name=name,
+        version="upstream",
+        gguf=None,
+        adapter=None,
+        chat_template=None,
+        bos_token="",
+        eos_token="",
+        stop=[],
+        system=None,
+        family="upstream",
+        upstream=upstream,
+    )
 
 
 def from_gguf(path: Path, name: str | None = None) -> ServedModel:

@@ -105,7 +105,11 @@ class LlamaEngine:
         self._embedder: Any = None
         self._embed_lock = threading.Lock()
         self.load_seconds = time.perf_counter() - started
-        self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        # One running plus `max_queue` waiting: counted by slots, not by the queue's own
+        # size, so a burst that arrives before the worker wakes is not refused early.
+        self.max_queue = max_queue
+        self._slots = threading.BoundedSemaphore(max_queue + 1)
         self.running = 0
         self.last_used = time.monotonic()
         self._template = (
@@ -174,13 +178,12 @@ class LlamaEngine:
     # -- generation ------------------------------------------------------------------------
 
     def submit(self, job: Job) -> None:
-        try:
-            self.jobs.put_nowait(job)
-        except queue.Full:
+        if not self._slots.acquire(blocking=False):
             raise QueueFullError(
-                f"{self.model.name} has {self.jobs.maxsize} requests waiting",
+                f"{self.model.name} has {self.max_queue} requests waiting",
                 fix="retry after a moment",
-            ) from None
+            )
+        self.jobs.put_nowait(job)
 
     @property
     def waiting(self) -> int:
@@ -206,6 +209,7 @@ class LlamaEngine:
             finally:
                 self.running = 0
                 self.last_used = time.monotonic()
+                self._slots.release()
 
     def _generate(self, job: Job) -> None:
         if job.cancel.is_set():
@@ -336,16 +340,27 @@ class EnginePool:
                 self.unload(name)
 
 
-async def run_job(
+def submit_job(
     engine: LlamaEngine,
     prompt: list[int],
     sampling: Sampling,
     on_done: Callable[[Finished], None] | None = None,
-) -> AsyncIterator[tuple[str, Any]]:
-    """Queue a generation and yield ("token", text) ... ("done", Finished); cancels on exit."""
-    loop = asyncio.get_running_loop()
-    job = Job(prompt=prompt, sampling=sampling, loop=loop, events=asyncio.Queue(), on_done=on_done)
+) -> Job:
+    """Queue a generation now (QueueFullError and PromptTooLongError are raised here)."""
+    engine.check_fits(prompt, sampling.max_tokens)
+    job = Job(
+        prompt=prompt,
+        sampling=sampling,
+        loop=asyncio.get_running_loop(),
+        events=asyncio.Queue(),
+        on_done=on_done,
+    )
     engine.submit(job)
+    return job
+
+
+async def job_events(job: Job) -> AsyncIterator[tuple[str, Any]]:
+    """("token", text) ... ("done", Finished) of a submitted job; cancels it on exit."""
     try:
         while True:
             kind, value = await job.events.get()

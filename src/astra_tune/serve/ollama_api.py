@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from astra_tune import __version__
 from astra_tune.serve.app import BadRequestError, ServerState, get_state
 from astra_tune.serve.catalog import ServedModel
-from astra_tune.serve.engine import Finished, LlamaEngine, Sampling
+from astra_tune.serve.engine import Finished, Sampling
 
 router = APIRouter(prefix="/api")
 # Ollama option names we honour (num_ctx is fixed per loaded model here).
@@ -68,6 +68,15 @@ async def show(request: Request) -> dict[str, Any]:
     model = state.catalog.get(body.get("model") or body.get("name") or "")
     from astra_tune.registry.push import gguf_facts
 
+    if model.gguf is None:
+        assert model.upstream is not None
+        return {
+            "modelfile": f"# forwarded to {model.upstream.base_url} as {model.upstream.model}\n",
+            "parameters": "",
+            "template": "",
+            "details": _details(model),
+            "model_info": {"general.architecture": "upstream"},
+        }
     facts = await run_in_threadpool(gguf_facts, model.gguf)
     arch = facts["architecture"]
     info = {
@@ -104,16 +113,14 @@ async def chat(request: Request) -> Any:
     body = await _json(request)
     model = state.catalog.get(body.get("model") or "")
     messages = body.get("messages") or []
-    engine = await state.engine(model)
     if not messages:  # Ollama loads the model and answers at once
-        return _loaded(model, engine, "load")
+        return await _load(state, model)
     chat_messages = [
         {"role": m.get("role", "user"), "content": m.get("content") or ""} for m in messages
     ]
     if model.system and not any(m["role"] == "system" for m in chat_messages):
         chat_messages.insert(0, {"role": "system", "content": model.system})
-    prompt = engine.tokenize(engine.render_chat(chat_messages), add_bos=True)
-    events = state.generate(model, engine, prompt, _sampling(body, model))
+    events = await state.start_chat(model, chat_messages, _sampling(body, model))
     if body.get("stream", True):
         return _ndjson(_chat_lines(events, model))
     text, done = await _collect(events)
@@ -129,20 +136,18 @@ async def generate(request: Request) -> Any:
     state = get_state(request)
     body = await _json(request)
     model = state.catalog.get(body.get("model") or "")
-    engine = await state.engine(model)
     prompt_text = body.get("prompt") or ""
     if not prompt_text:
-        return _loaded(model, engine, "load")
+        return await _load(state, model)
+    sampling = _sampling(body, model)
     if body.get("raw"):
-        text = prompt_text
+        events = await state.start_text(model, prompt_text, sampling)
     else:
         system = body.get("system") or model.system
         turns = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt_text}
         ]
-        text = engine.render_chat(turns)
-    prompt = engine.tokenize(text, add_bos=True)
-    events = state.generate(model, engine, prompt, _sampling(body, model))
+        events = await state.start_chat(model, turns, sampling)
     if body.get("stream", True):
         return _ndjson(_generate_lines(events, model))
     answer, done = await _collect(events)
@@ -160,13 +165,18 @@ async def embed(request: Request) -> dict[str, Any]:
     if not isinstance(texts, list) or not texts:
         raise BadRequestError("'input' must be a string or a list of strings", where="input")
     started = time.perf_counter()
-    engine = await state.engine(model)
-    vectors, tokens = await run_in_threadpool(engine.embed, texts)
+    load = 0.0
+    if model.upstream is not None:
+        vectors, tokens = await state.upstream(model).embed(texts)
+    else:
+        engine = await state.engine(model)
+        vectors, tokens = await run_in_threadpool(engine.embed, texts)
+        load = engine.load_seconds
     return {
         "model": model.name,
         "embeddings": vectors,
         "total_duration": _ns(time.perf_counter() - started),
-        "load_duration": _ns(engine.load_seconds),
+        "load_duration": _ns(load),
         "prompt_eval_count": tokens,
     }
 
@@ -270,14 +280,17 @@ def _tail(done: Finished) -> dict[str, Any]:
     }
 
 
-def _loaded(model: ServedModel, engine: LlamaEngine, reason: str) -> dict[str, Any]:
+async def _load(state: ServerState, model: ServedModel) -> dict[str, Any]:
+    """Ollama's empty request: load the model (kept alive) and answer at once."""
+    load = 0.0 if model.upstream is not None else (await state.engine(model)).load_seconds
     return {**_head(model), "response": "", "message": {"role": "assistant", "content": ""},
-            "done": True, "done_reason": reason,
-            "load_duration": _ns(engine.load_seconds)}  # fmt: skip
+            "done": True, "done_reason": "load", "load_duration": _ns(load)}  # fmt: skip
 
 
 def _describe(model: ServedModel) -> dict[str, Any]:
-    size = model.gguf.stat().st_size + (model.adapter.stat().st_size if model.adapter else 0)
+    size = (model.gguf.stat().st_size if model.gguf else 0) + (
+        model.adapter.stat().st_size if model.adapter else 0
+    )
     return {
         "name": model.name,
         "model": model.name,
@@ -291,7 +304,7 @@ def _describe(model: ServedModel) -> dict[str, Any]:
 def _details(model: ServedModel) -> dict[str, Any]:
     return {
         "parent_model": "",
-        "format": "gguf",
+        "format": "gguf" if model.gguf is not None else "upstream",
         "family": model.family or "",
         "families": [model.family] if model.family else [],
         "parameter_size": model.parameter_size or "",
@@ -300,10 +313,14 @@ def _details(model: ServedModel) -> dict[str, Any]:
 
 
 def _mtime(model: ServedModel) -> str:
+    if model.gguf is None:
+        return datetime.fromtimestamp(0, UTC).isoformat()
     return datetime.fromtimestamp(model.gguf.stat().st_mtime, UTC).isoformat()
 
 
 def _file_id(model: ServedModel) -> str:
+    if model.gguf is None:
+        return ""
     stat = model.gguf.stat()
     return f"{stat.st_size:x}{stat.st_mtime_ns:x}"
 
@@ -363,6 +380,8 @@ async def create(request: Request) -> Any:
         layers.append(Layer("adapter", path, {"org.astra.filename": filename}))
     if body.get("from"):
         base = state.catalog.get(body["from"])
+        if base.gguf is None:
+            raise BadRequestError(f"{base.name} is forwarded upstream; there is no file to copy")
         if not any(layer.kind == "model" for layer in layers):
             layers.append(Layer("model", base.gguf, {
                 "org.astra.quantization": (base.quantization or "gguf").lower(),
@@ -435,6 +454,8 @@ async def copy(request: Request) -> Response:
     registry = _registry(state)
     body = await _json(request)
     source = state.catalog.get(body.get("source") or "")
+    if source.gguf is None:
+        raise BadRequestError(f"{source.name} is forwarded upstream; there is no file to copy")
     from astra_tune.registry.names import parse_reference
     from astra_tune.registry.store import Layer, PushRequest
 

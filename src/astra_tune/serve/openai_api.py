@@ -39,17 +39,15 @@ async def chat_completions(request: Request) -> Any:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequestError("'messages' must be a non-empty list", where="messages")
-    engine = await state.engine(model)
     chat = [_message(m, i) for i, m in enumerate(messages)]
     if model.system and not any(m["role"] == "system" for m in chat):
         chat.insert(0, {"role": "system", "content": model.system})
-    prompt = engine.tokenize(engine.render_chat(chat), add_bos=True)
     sampling = _sampling(body, model)
     stream = bool(body.get("stream"))
     usage_in_stream = bool((body.get("stream_options") or {}).get("include_usage"))
     ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
-    events = state.generate(model, engine, prompt, sampling)
+    events = await state.start_chat(model, chat, sampling)
     if stream:
         return _sse(_chat_chunks(events, ident, created, model.name, usage_in_stream))
     text, done = await _collect(events)
@@ -80,12 +78,10 @@ async def completions(request: Request) -> Any:
         prompt_text = prompt_text[0]
     if not isinstance(prompt_text, str):
         raise BadRequestError("'prompt' must be a string", where="prompt")
-    engine = await state.engine(model)
-    prompt = engine.tokenize(prompt_text, add_bos=True)
     sampling = _sampling(body, model, default_max=16)
     ident = f"cmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
-    events = state.generate(model, engine, prompt, sampling)
+    events = await state.start_text(model, prompt_text, sampling)
     if body.get("stream"):
         usage_in_stream = bool((body.get("stream_options") or {}).get("include_usage"))
         return _sse(_completion_chunks(events, ident, created, model.name, usage_in_stream))
@@ -110,8 +106,11 @@ async def embeddings(request: Request) -> dict[str, Any]:
         texts = [texts]
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise BadRequestError("'input' must be a string or a list of strings", where="input")
-    engine = await state.engine(model)
-    vectors, tokens = await run_in_threadpool(engine.embed, texts)
+    if model.upstream is not None:
+        vectors, tokens = await state.upstream(model).embed(texts)
+    else:
+        engine = await state.engine(model)
+        vectors, tokens = await run_in_threadpool(engine.embed, texts)
     return {
         "object": "list",
         "data": [
@@ -241,4 +240,4 @@ def _usage(done: Finished) -> dict[str, int]:
 
 
 def _created(model: ServedModel) -> int:
-    return int(model.gguf.stat().st_mtime)
+    return int(model.gguf.stat().st_mtime) if model.gguf is not None else 0

@@ -14,6 +14,20 @@ from astra_tune.errors import ConfigError, Problem
 ENV_PREFIX = "ASTRA_SERVE_"
 
 
+class UpstreamSettings(BaseModel):
+    """A model name answered by another OpenAI-compatible server (vLLM, llama.cpp, Azure)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(..., description="The name clients ask for here.")
+    base_url: str = Field(..., description="The server's OpenAI base URL, e.g. http://h:8000/v1.")
+    model: str = Field(..., description="The model name to send upstream.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the upstream API key (never the key)."
+    )
+    timeout: float = Field(600.0, gt=0, description="Seconds to wait for the upstream.")
+
+
 class ServeSettings(BaseModel):
     """Everything `astra serve` can be told; validated at start."""
 
@@ -39,6 +53,9 @@ class ServeSettings(BaseModel):
     n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
     drain_seconds: float = Field(30.0, ge=0, description="How long shutdown waits for requests.")
+    upstreams: list[UpstreamSettings] = Field(
+        default_factory=list, description="Model names forwarded to OpenAI-compatible servers."
+    )
 
     def key_hashes(self) -> set[str]:
         """Every accepted key as sha256:<hex>; plain keys never leave this function."""

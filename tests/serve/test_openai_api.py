@@ -124,6 +124,11 @@ def test_errors_use_openai_envelopes(client: openai.OpenAI, server: Server) -> N
         )
     assert long.value.code == "context_length_exceeded"
     assert "4096" in long.value.message
+    with pytest.raises(openai.BadRequestError) as streamed:  # refused before streaming starts
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "word " * 5000}], stream=True
+        )
+    assert streamed.value.code == "context_length_exceeded"
     raw = httpx.post(f"{server.url}/v1/chat/completions", content=b"{not json", timeout=10)
     assert raw.status_code == 400
     assert raw.json()["error"]["type"] == "invalid_request_error"

@@ -104,9 +104,14 @@ class ServerState:
 
         async def events() -> AsyncIterator[tuple[str, Any]]:
             try:
-                async for item in job_events(job):
-                    yield item
+                async with contextlib.aclosing(job_events(job)) as items:
+                    async for item in items:
+                        yield item
             finally:
+                # Set here, not only in job_events: when the client disconnects, this
+                # generator is closed at once, while an unclosed inner one would wait for
+                # garbage collection and the worker would keep generating meanwhile.
+                job.cancel.set()
                 self.inflight -= 1
 
         return events()

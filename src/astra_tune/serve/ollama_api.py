@@ -122,7 +122,7 @@ async def chat(request: Request) -> Any:
         chat_messages.insert(0, {"role": "system", "content": model.system})
     events = await state.start_chat(model, chat_messages, _sampling(body, model))
     if body.get("stream", True):
-        return _ndjson(_chat_lines(events, model))
+        return _ndjson(_chat_lines(events, model), events)
     text, done = await _collect(events)
     return {
         **_head(model),
@@ -149,7 +149,7 @@ async def generate(request: Request) -> Any:
         ]
         events = await state.start_chat(model, turns, sampling)
     if body.get("stream", True):
-        return _ndjson(_generate_lines(events, model))
+        return _ndjson(_generate_lines(events, model), events)
     answer, done = await _collect(events)
     return {**_head(model), "response": answer, **_tail(done)}
 
@@ -233,10 +233,14 @@ async def _collect(events: AsyncIterator[tuple[str, Any]]) -> tuple[str, Finishe
     return "".join(parts), done
 
 
-def _ndjson(lines: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def _ndjson(lines: AsyncIterator[dict[str, Any]], events: Any = None) -> StreamingResponse:
     async def encoded() -> AsyncIterator[str]:
-        async for line in lines:
-            yield json.dumps(line) + "\n"
+        try:
+            async for line in lines:
+                yield json.dumps(line) + "\n"
+        finally:
+            if events is not None:  # cancel the generation when the client goes away
+                await events.aclose()
 
     return StreamingResponse(encoded(), media_type="application/x-ndjson")
 

@@ -49,7 +49,7 @@ async def chat_completions(request: Request) -> Any:
     created = int(time.time())
     events = await state.start_chat(model, chat, sampling)
     if stream:
-        return _sse(_chat_chunks(events, ident, created, model.name, usage_in_stream))
+        return _sse(_chat_chunks(events, ident, created, model.name, usage_in_stream), events)
     text, done = await _collect(events)
     return {
         "id": ident,
@@ -84,7 +84,7 @@ async def completions(request: Request) -> Any:
     events = await state.start_text(model, prompt_text, sampling)
     if body.get("stream"):
         usage_in_stream = bool((body.get("stream_options") or {}).get("include_usage"))
-        return _sse(_completion_chunks(events, ident, created, model.name, usage_in_stream))
+        return _sse(_completion_chunks(events, ident, created, model.name, usage_in_stream), events)
     text, done = await _collect(events)
     return {
         "id": ident,
@@ -187,11 +187,16 @@ async def _collect(events: AsyncIterator[tuple[str, Any]]) -> tuple[str, Finishe
     return "".join(parts), done
 
 
-def _sse(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def _sse(chunks: AsyncIterator[dict[str, Any]], events: Any) -> StreamingResponse:
     async def lines() -> AsyncIterator[str]:
-        async for chunk in chunks:
-            yield f"data: {json.dumps(chunk)}\n\n"
-        yield "data: [DONE]\n\n"
+        try:
+            async for chunk in chunks:
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            # A client that goes away leaves these generators suspended, not closed;
+            # closing the source now cancels the generation instead of at garbage collection.
+            await events.aclose()
 
     return StreamingResponse(lines(), media_type="text/event-stream")
 

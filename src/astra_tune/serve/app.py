@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -196,6 +197,30 @@ def create_app(state: ServerState) -> FastAPI:
 
 def get_state(request: Request) -> ServerState:
     return request.app.state.astra  # type: ignore[no-any-return]
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what is wrong with it."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    return body
+
+
+async def collect(events: AsyncIterator[tuple[str, Any]]) -> tuple[str, Finished]:
+    """A whole (non-streamed) answer: its text and how it finished."""
+    parts: list[str] = []
+    done: Finished | None = None
+    async for kind, value in events:
+        if kind == "token":
+            parts.append(value)
+        else:
+            done = value
+    assert done is not None
+    return "".join(parts), done
 
 
 def _status_of(exc: AstraError) -> tuple[int, str]:

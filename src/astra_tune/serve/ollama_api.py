@@ -15,7 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from astra_tune import __version__
-from astra_tune.serve.app import BadRequestError, ServerState, get_state
+from astra_tune.serve.app import BadRequestError, ServerState, collect, get_state, read_json
 from astra_tune.serve.catalog import ServedModel
 from astra_tune.serve.engine import Finished, Sampling
 
@@ -64,7 +64,7 @@ async def ps(request: Request) -> dict[str, Any]:
 @router.post("/show")
 async def show(request: Request) -> dict[str, Any]:
     state = get_state(request)
-    body = await _json(request)
+    body = await read_json(request)
     model = state.catalog.get(body.get("model") or body.get("name") or "")
     from astra_tune.registry.push import gguf_facts
 
@@ -110,7 +110,7 @@ async def show(request: Request) -> dict[str, Any]:
 @router.post("/chat", response_model=None)
 async def chat(request: Request) -> Any:
     state = get_state(request)
-    body = await _json(request)
+    body = await read_json(request)
     model = state.catalog.get(body.get("model") or "")
     messages = body.get("messages") or []
     if not messages:  # Ollama loads the model and answers at once
@@ -123,7 +123,7 @@ async def chat(request: Request) -> Any:
     events = await state.start_chat(model, chat_messages, _sampling(body, model))
     if body.get("stream", True):
         return _ndjson(_chat_lines(events, model), events)
-    text, done = await _collect(events)
+    text, done = await collect(events)
     return {
         **_head(model),
         "message": {"role": "assistant", "content": text},
@@ -134,7 +134,7 @@ async def chat(request: Request) -> Any:
 @router.post("/generate", response_model=None)
 async def generate(request: Request) -> Any:
     state = get_state(request)
-    body = await _json(request)
+    body = await read_json(request)
     model = state.catalog.get(body.get("model") or "")
     prompt_text = body.get("prompt") or ""
     if not prompt_text:
@@ -150,14 +150,14 @@ async def generate(request: Request) -> Any:
         events = await state.start_chat(model, turns, sampling)
     if body.get("stream", True):
         return _ndjson(_generate_lines(events, model), events)
-    answer, done = await _collect(events)
+    answer, done = await collect(events)
     return {**_head(model), "response": answer, **_tail(done)}
 
 
 @router.post("/embed")
 async def embed(request: Request) -> dict[str, Any]:
     state = get_state(request)
-    body = await _json(request)
+    body = await read_json(request)
     model = state.catalog.get(body.get("model") or "")
     texts = body.get("input")
     if isinstance(texts, str):
@@ -182,16 +182,6 @@ async def embed(request: Request) -> dict[str, Any]:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"the request body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequestError("the request body must be a JSON object")
-    return body
 
 
 def _sampling(body: dict[str, Any], model: ServedModel) -> Sampling:
@@ -219,18 +209,6 @@ def _sampling(body: dict[str, Any], model: ServedModel) -> Sampling:
         )
     except (TypeError, ValueError) as exc:
         raise BadRequestError(f"invalid option: {exc}", where="options") from exc
-
-
-async def _collect(events: AsyncIterator[tuple[str, Any]]) -> tuple[str, Finished]:
-    parts: list[str] = []
-    done: Finished | None = None
-    async for kind, value in events:
-        if kind == "token":
-            parts.append(value)
-        else:
-            done = value
-    assert done is not None
-    return "".join(parts), done
 
 
 def _ndjson(lines: AsyncIterator[dict[str, Any]], events: Any = None) -> StreamingResponse:
@@ -367,7 +345,7 @@ async def blob_upload(request: Request, digest: str) -> Response:
 async def create(request: Request) -> Any:
     state = get_state(request)
     registry = _registry(state)
-    body = await _json(request)
+    body = await read_json(request)
     name = body.get("model") or body.get("name") or ""
     from astra_tune.registry.names import parse_reference
     from astra_tune.registry.store import Layer, PushRequest
@@ -456,7 +434,7 @@ async def create(request: Request) -> Any:
 async def copy(request: Request) -> Response:
     state = get_state(request)
     registry = _registry(state)
-    body = await _json(request)
+    body = await read_json(request)
     source = state.catalog.get(body.get("source") or "")
     if source.gguf is None:
         raise BadRequestError(f"{source.name} is forwarded upstream; there is no file to copy")
@@ -491,7 +469,7 @@ async def copy(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     state = get_state(request)
     registry = _registry(state)
-    body = await _json(request)
+    body = await read_json(request)
     model = state.catalog.get(body.get("model") or body.get("name") or "")
     await run_in_threadpool(state.pool.unload, model.name)
     if model.version != "file":

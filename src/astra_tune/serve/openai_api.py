@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from astra_tune.serve.app import BadRequestError, get_state
+from astra_tune.serve.app import BadRequestError, collect, get_state, read_json
 from astra_tune.serve.catalog import ServedModel
 from astra_tune.serve.engine import Finished, Sampling
 
@@ -34,7 +34,7 @@ async def models(request: Request) -> dict[str, Any]:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(request: Request) -> Any:
     state = get_state(request)
-    body = await _json(request)
+    body = await read_json(request)
     model = state.catalog.get(_required(body, "model"))
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -50,7 +50,7 @@ async def chat_completions(request: Request) -> Any:
     events = await state.start_chat(model, chat, sampling)
     if stream:
         return _sse(_chat_chunks(events, ident, created, model.name, usage_in_stream), events)
-    text, done = await _collect(events)
+    text, done = await collect(events)
     return {
         "id": ident,
         "object": "chat.completion",
@@ -71,7 +71,7 @@ async def chat_completions(request: Request) -> Any:
 @router.post("/completions", response_model=None)
 async def completions(request: Request) -> Any:
     state = get_state(request)
-    body = await _json(request)
+    body = await read_json(request)
     model = state.catalog.get(_required(body, "model"))
     prompt_text = body.get("prompt")
     if isinstance(prompt_text, list) and len(prompt_text) == 1:
@@ -85,7 +85,7 @@ async def completions(request: Request) -> Any:
     if body.get("stream"):
         usage_in_stream = bool((body.get("stream_options") or {}).get("include_usage"))
         return _sse(_completion_chunks(events, ident, created, model.name, usage_in_stream), events)
-    text, done = await _collect(events)
+    text, done = await collect(events)
     return {
         "id": ident,
         "object": "text_completion",
@@ -99,7 +99,7 @@ async def completions(request: Request) -> Any:
 @router.post("/embeddings")
 async def embeddings(request: Request) -> dict[str, Any]:
     state = get_state(request)
-    body = await _json(request)
+    body = await read_json(request)
     model = state.catalog.get(_required(body, "model"))
     texts = body.get("input")
     if isinstance(texts, str):
@@ -122,16 +122,6 @@ async def embeddings(request: Request) -> dict[str, Any]:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"the request body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequestError("the request body must be a JSON object")
-    return body
 
 
 def _required(body: dict[str, Any], key: str) -> Any:
@@ -173,18 +163,6 @@ def _sampling(body: dict[str, Any], model: ServedModel, default_max: int | None 
         )
     except (TypeError, ValueError) as exc:
         raise BadRequestError(f"invalid sampling parameter: {exc}") from exc
-
-
-async def _collect(events: AsyncIterator[tuple[str, Any]]) -> tuple[str, Finished]:
-    parts: list[str] = []
-    done: Finished | None = None
-    async for kind, value in events:
-        if kind == "token":
-            parts.append(value)
-        else:
-            done = value
-    assert done is not None
-    return "".join(parts), done
 
 
 def _sse(chunks: AsyncIterator[dict[str, Any]], events: Any) -> StreamingResponse:

@@ -9,7 +9,8 @@ concurrent clients: total generated tokens/s and p50/p99 time to first token.
 Requests are greedy (temperature 0) with a fixed max_tokens and ignore the end-of-turn
 token so every request generates the same number of tokens.
 
-    .venv/bin/python bench/serve_bench.py GGUF [--tokens 128] [--requests 8] [--json out.json]
+    .venv/bin/python bench/serve_bench.py GGUF [--tokens 128] [--requests 8] [--threads N]
+        [--json out.json]
 
 The llama.cpp server needs `pip install 'llama-cpp-python[server]'` extras
 (sse-starlette, starlette-context, pydantic-settings); it is skipped without them.
@@ -53,11 +54,11 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not start")
 
 
-def direct(gguf: Path, tokens: int) -> float:
+def direct(gguf: Path, tokens: int, threads: int) -> float:
     """Decode tokens/s of llama-cpp-python itself, same sampling, no HTTP."""
     from llama_cpp import Llama
 
-    llm = Llama(str(gguf), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+    llm = Llama(str(gguf), n_ctx=4096, n_threads=threads, verbose=False)
     prompt = llm.tokenize(b"Write a long story about a lighthouse keeper.", add_bos=True)
     llm.create_completion(prompt=prompt, max_tokens=8, temperature=0)  # warm-up
     first = None
@@ -154,6 +155,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1,
+        help="llama.cpp threads, the same for every contender (default: all cores)",
+    )  # fmt: skip
     args = parser.parse_args()
     from llama_cpp import Llama
 
@@ -161,7 +166,7 @@ def main() -> None:
     eos_id = probe.token_eos()
     probe.close()
     rows: list[dict[str, Any]] = []
-    ceiling = direct(args.gguf, args.tokens)
+    ceiling = direct(args.gguf, args.tokens, args.threads)
     print(f"direct llama-cpp-python: {ceiling:.1f} tokens/s decode", file=sys.stderr)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -175,7 +180,8 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = [sys.executable, "-m", "llama_cpp.server", "--model", str(args.gguf),
-                  "--port", str(port), "--n_ctx", "4096"]  # fmt: skip
+                  "--port", str(port), "--n_ctx", "4096",
+                  "--n_threads", str(args.threads)]  # fmt: skip
         rows.append(measure("llama_cpp.server", server, url, str(args.gguf), args, eos_id))
     except ImportError:
         print("llama_cpp.server extras missing: baseline server skipped", file=sys.stderr)

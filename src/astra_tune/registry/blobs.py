@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from astra_tune.errors import AstraError
+from astra_tune.models.gguf_import import file_sha256
 
 CHUNK = 1 << 22
 
@@ -25,15 +26,41 @@ class BlobError(AstraError):
 class BlobStore(Protocol):
     """Where blobs live. `digest` is always 'sha256:<hex>'."""
 
+    def put_file(self, source: Path, on_bytes: Callable[[int], None] | None = None) -> str: ...
+    def put_bytes(self, data: bytes) -> str: ...
+    def exists(self, digest: str) -> bool: ...
+    def size(self, digest: str) -> int: ...
+    def read_bytes(self, digest: str) -> bytes: ...
+    def local_path(self, digest: str) -> Path: ...
+    def check(self, digest: str) -> None: ...
+    def delete(self, digest: str) -> None: ...
+    def remove_abandoned(self) -> int: ...
+    def digests(self) -> Iterator[str]: ...
+
+
+class LocalBlobStore:
+    """Blobs as `sha256-<hex>` files in one directory (Ollama's layout)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, digest: str) -> Path:
+        algorithm, _, hexdigest = digest.partition(":")
+        if algorithm != "sha256" or len(hexdigest) != 64 or not _is_hex(hexdigest):
+            raise BlobError(
+                f"not a sha256 digest: {digest!r}", fix="digests look like sha256:<64 hex>"
+            )
+        return self.root / f"sha256-{hexdigest}"
+
     def put_file(self, source: Path, on_bytes: Callable[[int], None] | None = None) -> str:
         """Store `source`; content already stored (by digest and size) is not copied again."""
-        known = f"sha256:{file_digest(source)}"
+        known = f"sha256:{file_sha256(source)}"
         if self.exists(known) and self.size(known) == source.stat().st_size:
             if on_bytes is not None:
                 on_bytes(source.stat().st_size)
             return known
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".incoming-{os.getpid()}-{os.urandom(4).hex()}"
+        tmp = self._incoming()
         digest = hashlib.sha256()
         try:
             with source.open("rb") as src, tmp.open("wb") as dst:
@@ -55,63 +82,9 @@ class BlobStore(Protocol):
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_bytes(self, data: bytes) -> str: ...
-    def exists(self, digest: str) -> bool: ...
-    def size(self, digest: str) -> int: ...
-    def read_bytes(self, digest: str) -> bytes: ...
-    def local_path(self, digest: str) -> Path: ...
-    def check(self, digest: str) -> None: ...
-    def delete(self, digest: str) -> None: ...
-    def remove_abandoned(self) -> int:
-        """Delete half-written incoming files of processes that died; how many."""
-        import psutil
-
-        removed = 0
-        for path in self.root.glob(".incoming-*"):
-            pid = path.name.split("-")[1]
-            if pid.isdigit() and not psutil.pid_exists(int(pid)):
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-    def digests(self) -> Iterator[str]: ...
-
-
-class LocalBlobStore:
-    """Blobs as `sha256-<hex>` files in one directory (Ollama's layout)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def _path(self, digest: str) -> Path:
-        algorithm, _, hexdigest = digest.partition(":")
-        if algorithm != "sha256" or len(hexdigest) != 64 or not _is_hex(hexdigest):
-            raise BlobError(
-                f"not a sha256 digest: {digest!r}", fix="digests look like sha256:<64 hex>"
-            )
-        return self.root / f"sha256-{hexdigest}"
-
-    def put_file(self, source: Path, on_bytes: Callable[[int], None] | None = None) -> str:
-        """Copy `source` in, hashing on the way; an identical blob is stored once."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".incoming-{os.getpid()}-{os.urandom(4).hex()}"
-        digest = hashlib.sha256()
-        try:
-            with source.open("rb") as src, tmp.open("wb") as dst:
-                while block := src.read(CHUNK):
-                    digest.update(block)
-                    dst.write(block)
-                    if on_bytes is not None:
-                        on_bytes(len(block))
-                dst.flush()
-                os.fsync(dst.fileno())
-            return self._commit(tmp, f"sha256:{digest.hexdigest()}")
-        finally:
-            tmp.unlink(missing_ok=True)
-
     def put_bytes(self, data: bytes) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".incoming-{os.getpid()}-{os.urandom(4).hex()}"
+        tmp = self._incoming()
         try:
             with tmp.open("wb") as dst:
                 dst.write(data)
@@ -120,6 +93,10 @@ class LocalBlobStore:
             return self._commit(tmp, f"sha256:{hashlib.sha256(data).hexdigest()}")
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _incoming(self) -> Path:
+        """A unique temporary name in the blob directory (pid first, for remove_abandoned)."""
+        return self.root / f".incoming-{os.getpid()}-{os.urandom(4).hex()}"
 
     def _commit(self, tmp: Path, digest: str) -> str:
         final = self._path(digest)
@@ -148,7 +125,7 @@ class LocalBlobStore:
 
     def check(self, digest: str) -> None:
         """Re-hash the blob; BlobError if it is missing or its bytes changed."""
-        if f"sha256:{file_digest(self._existing(digest))}" != digest:
+        if f"sha256:{file_sha256(self._existing(digest))}" != digest:
             raise BlobError(f"blob {digest} is corrupted (its content no longer matches)")
 
     def delete(self, digest: str) -> None:
@@ -187,15 +164,6 @@ class LocalBlobStore:
         if not path.is_file():
             raise BlobError(f"blob {digest} is missing from {self.root}")
         return path
-
-
-def file_digest(path: Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    hasher = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(CHUNK):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def _is_hex(text: str) -> bool:

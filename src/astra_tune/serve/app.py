@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from astra_tune import __version__
 from astra_tune.errors import AstraError, ConfigError, ModelError
@@ -26,7 +28,6 @@ from astra_tune.serve.engine import (
     PromptTooLongError,
     QueueFullError,
     Sampling,
-    job_events,
     submit_job,
 )
 from astra_tune.serve.metrics import ServerMetrics
@@ -105,13 +106,16 @@ class ServerState:
 
         async def events() -> AsyncIterator[tuple[str, Any]]:
             try:
-                async with contextlib.aclosing(job_events(job)) as items:
-                    async for item in items:
-                        yield item
+                while True:
+                    kind, value = await job.events.get()
+                    if kind == "error":
+                        raise value
+                    yield kind, value
+                    if kind == "done":
+                        return
             finally:
-                # Set here, not only in job_events: when the client disconnects, this
-                # generator is closed at once, while an unclosed inner one would wait for
-                # garbage collection and the worker would keep generating meanwhile.
+                # Reached on completion and also when the client goes away mid-stream: the
+                # response closes this generator, and the worker stops at the next token.
                 job.cancel.set()
                 self.inflight -= 1
 
@@ -148,22 +152,7 @@ def create_app(state: ServerState) -> FastAPI:
             allow_headers=["*"],
         )
 
-    @app.middleware("http")
-    async def keys_and_counts(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        open_paths = {"/health"} | ({"/metrics"} if state.settings.metrics_public else set())
-        if state.key_hashes and path not in open_paths and request.method != "OPTIONS":
-            given = request.headers.get("authorization", "")
-            token = given[7:].strip() if given.lower().startswith("bearer ") else ""
-            if not token or not any(
-                hmac.compare_digest(hash_key(token), h) for h in state.key_hashes
-            ):
-                state.metrics.auth_failures.inc()
-                state.metrics.requests.labels(_route(path), "401").inc()
-                return _error(path, 401, "invalid or missing API key", "invalid_api_key")
-        response: Response = await call_next(request)
-        state.metrics.requests.labels(_route(path), str(response.status_code)).inc()
-        return response
+    app.add_middleware(KeysAndCounts, state=state)
 
     @app.exception_handler(AstraError)
     async def astra_error(request: Request, exc: AstraError) -> JSONResponse:
@@ -193,6 +182,44 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(ollama_router)
     return app
+
+
+class KeysAndCounts:
+    """API-key check and per-route request counts, as plain ASGI.
+
+    Not `@app.middleware("http")`: Starlette's BaseHTTPMiddleware re-sends every chunk of a
+    streamed body through its own memory channel and task, a cost paid once per token.
+    """
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        path = scope["path"]
+        open_paths = {"/health"} | ({"/metrics"} if state.settings.metrics_public else set())
+        if state.key_hashes and path not in open_paths and scope["method"] != "OPTIONS":
+            given = Headers(scope=scope).get("authorization", "")
+            token = given[7:].strip() if given.lower().startswith("bearer ") else ""
+            if not token or not any(
+                hmac.compare_digest(hash_key(token), h) for h in state.key_hashes
+            ):
+                state.metrics.auth_failures.inc()
+                state.metrics.requests.labels(_route(path), "401").inc()
+                response = _error(path, 401, "invalid or missing API key", "invalid_api_key")
+                await response(scope, receive, send)
+                return
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state.metrics.requests.labels(_route(path), str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)
 
 
 def get_state(request: Request) -> ServerState:

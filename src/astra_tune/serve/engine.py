@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -357,18 +357,3 @@ def submit_job(
     )
     engine.submit(job)
     return job
-
-
-async def job_events(job: Job) -> AsyncIterator[tuple[str, Any]]:
-    """("token", text) ... ("done", Finished) of a submitted job; cancels it on exit."""
-    try:
-        while True:
-            kind, value = await job.events.get()
-            if kind == "error":
-                raise value
-            yield kind, value
-            if kind == "done":
-                return
-    finally:
-        # Reached on completion, and also when the client went away mid-stream.
-        job.cancel.set()

@@ -165,49 +165,73 @@ def _sampling(body: dict[str, Any], model: ServedModel, default_max: int | None 
         raise BadRequestError(f"invalid sampling parameter: {exc}") from exc
 
 
-def _sse(chunks: AsyncIterator[dict[str, Any]], events: Any) -> StreamingResponse:
-    async def lines() -> AsyncIterator[str]:
+def _sse(lines: AsyncIterator[str], events: Any) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
         try:
-            async for chunk in chunks:
-                yield f"data: {json.dumps(chunk)}\n\n"
+            async for line in lines:
+                yield line
             yield "data: [DONE]\n\n"
         finally:
             # A client that goes away leaves these generators suspended, not closed;
             # closing the source now cancels the generation instead of at garbage collection.
             await events.aclose()
 
-    return StreamingResponse(lines(), media_type="text/event-stream")
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
+class _Template:
+    """An SSE chunk encoded once with a hole for the token's text.
+
+    Encoding the whole chunk per token cost as much CPU as a tenth of a llama.cpp decode
+    step on a small model; only the text changes between tokens.
+    """
+
+    HOLE = "\u0000astra-hole\u0000"
+
+    def __init__(self, chunk: dict[str, Any]) -> None:
+        self.head, self.tail = f"data: {json.dumps(chunk)}\n\n".split(json.dumps(self.HOLE))
+
+    def fill(self, text: str) -> str:
+        return self.head + json.dumps(text) + self.tail
+
+
+def _line(chunk: dict[str, Any]) -> str:
+    return f"data: {json.dumps(chunk)}\n\n"
 
 
 async def _chat_chunks(
     events: AsyncIterator[tuple[str, Any]], ident: str, created: int, model: str, usage: bool
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[str]:
     base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model}
-    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                "finish_reason": None}]}  # fmt: skip
+    token = _Template({**base, "choices": [{"index": 0, "delta": {"content": _Template.HOLE},
+                                            "finish_reason": None}]})  # fmt: skip
+    yield _line({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                      "finish_reason": None}]})  # fmt: skip
     async for kind, value in events:
         if kind == "token":
-            yield {**base, "choices": [{"index": 0, "delta": {"content": value},
-                                        "finish_reason": None}]}  # fmt: skip
+            yield token.fill(value)
         else:
-            yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _reason(value)}]}
+            yield _line(
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _reason(value)}]}
+            )
             if usage:
-                yield {**base, "choices": [], "usage": _usage(value)}
+                yield _line({**base, "choices": [], "usage": _usage(value)})
 
 
 async def _completion_chunks(
     events: AsyncIterator[tuple[str, Any]], ident: str, created: int, model: str, usage: bool
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[str]:
     base = {"id": ident, "object": "text_completion", "created": created, "model": model}
+    token = _Template({**base, "choices": [{"index": 0, "text": _Template.HOLE, "logprobs": None,
+                                            "finish_reason": None}]})  # fmt: skip
     async for kind, value in events:
         if kind == "token":
-            yield {**base, "choices": [{"index": 0, "text": value, "logprobs": None,
-                                        "finish_reason": None}]}  # fmt: skip
+            yield token.fill(value)
         else:
-            yield {**base, "choices": [{"index": 0, "text": "", "logprobs": None,
-                                        "finish_reason": _reason(value)}]}  # fmt: skip
+            yield _line({**base, "choices": [{"index": 0, "text": "", "logprobs": None,
+                                              "finish_reason": _reason(value)}]})  # fmt: skip
             if usage:
-                yield {**base, "choices": [], "usage": _usage(value)}
+                yield _line({**base, "choices": [], "usage": _usage(value)})
 
 
 def _reason(done: Finished) -> str:

@@ -36,6 +36,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: 
 
 
 @pytest.fixture(scope="session")
+def tiny_gguf_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny llama as an f16 GGUF (SmolLM2's tokenizer and chat template)."""
+    from transformers import AutoTokenizer
+
+    from astra_tune.export.convert import write_gguf
+
+    return write_gguf(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("serve") / "tiny-f16.gguf",
+        "f16",
+        tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir),
+        metadata={"name": "tiny"},
+    ).path
+
+
+@pytest.fixture(scope="session")
 def default_model_dir(astra_env: Path) -> Path:
     """The embedded default model, dequantized once into this session's ASTRA_HOME."""
     from astra_tune.models.resolve import resolve_model

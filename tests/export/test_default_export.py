@@ -14,6 +14,7 @@ import gguf
 import pytest
 
 from astra_tune.export.stage import export_model
+from astra_tune.ollama.modelfile import parse as parse_modelfile
 from astra_tune.recipe import ExportConfig
 from astra_tune.train.run import TrainResult
 
@@ -50,6 +51,18 @@ def test_lora_run_exports_merged_and_as_adapter(tmp_path: Path, orrery_run: Trai
     assert on_base.top1 is not None
     assert on_base.top1 >= 0.99
     assert on_base.stops_at_eot is True
+    # Each export leaves a Modelfile for `ollama create -f`: the preferred quantization,
+    # the adapter where there is one, the proven TEMPLATE and its stops.
+    merged_modelfile = parse_modelfile((tmp_path / "merged" / "Modelfile").read_text())
+    assert merged_modelfile.from_ == "./orrery-q4_k_m.gguf"
+    assert merged_modelfile.adapters == []
+    assert merged_modelfile.parameters["stop"] == ["<|im_end|>", "<|im_start|>"]
+    assert merged_modelfile.template is not None
+    assert merged_modelfile.template.startswith("{{- if not (and .Messages")
+    adapter_modelfile = parse_modelfile((tmp_path / "adapter" / "Modelfile").read_text())
+    assert adapter_modelfile.from_ == "./smollm2-135m-instruct-f16.gguf"
+    assert adapter_modelfile.adapters == ["./orrery-adapter.gguf"]
+    assert adapter_modelfile.template == merged_modelfile.template
 
 
 def test_a_killed_export_leaves_no_complete_looking_file(

@@ -77,21 +77,6 @@ def stop(server: Server) -> None:
         server.proc.kill()
 
 
-@pytest.fixture(scope="session")
-def tiny_gguf_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    from transformers import AutoTokenizer
-
-    from astra_tune.export.convert import write_gguf
-
-    return write_gguf(
-        tiny_model_dir,
-        tmp_path_factory.mktemp("serve") / "tiny-f16.gguf",
-        "f16",
-        tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir),
-        metadata={"name": "tiny"},
-    ).path
-
-
 @pytest.fixture(scope="module")
 def server(tiny_gguf_file: Path) -> Iterator[Server]:
     running = start_server(tiny_gguf_file)

@@ -7,7 +7,18 @@ import sys
 import typer
 
 from astra_tune import __version__
-from astra_tune.cli import chat, data, doctor, export, models, recipe, registry, serve, train
+from astra_tune.cli import (
+    chat,
+    data,
+    doctor,
+    export,
+    models,
+    ollama,
+    recipe,
+    registry,
+    serve,
+    train,
+)
 from astra_tune.cli.output import print_error
 from astra_tune.errors import AstraError
 
@@ -24,10 +35,13 @@ app.command("chat")(chat.chat)
 app.command("train")(train.train)
 app.command("export")(export.export)
 app.command("serve")(serve.serve)
+app.command("modelfile")(ollama.modelfile)
+app.command("import")(ollama.import_gguf)
 app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(recipe.app, name="recipe")
 app.add_typer(registry.app, name="registry")
+app.add_typer(ollama.push_app, name="push")
 
 
 def _version(value: bool) -> None:

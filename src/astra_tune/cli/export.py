@@ -78,8 +78,12 @@ def export(
     )
     first = next((f for f in result.files if f.role != "adapter"), None)
     if first is not None:
-        lora = f" (the adapter: llama.cpp --lora {result.adapter})" if result.adapter else ""
+        lora = f" --lora {result.adapter}" if result.adapter else ""
         console.print(f"  chat with it: astra chat {first.path}{lora}", highlight=False)
+    if result.modelfile is not None:
+        console.print(f"  for Ollama: ollama create NAME -f {result.modelfile}", highlight=False)
+        for note in result.template_notes:
+            console.print(f"[yellow]note:[/] Modelfile: {note}", highlight=False)
     if not result.passed:
         failed = [r for r in result.reports if not r.passed]
         raise VerificationError(

@@ -55,6 +55,8 @@ class ExportResult:
     verify_path: Path | None = None
     seconds: float = 0.0
     base_dir: Path | None = None  # adapter exports: the HF base the base GGUFs came from
+    modelfile: Path | None = None  # for `ollama create -f`
+    template_notes: list[str] = field(default_factory=list)  # caveats about its TEMPLATE
 
     @property
     def passed(self) -> bool:
@@ -116,6 +118,7 @@ def export_model(
                 reference_dir, out_dir, work, source.name, types, "model", metadata, config, bar
             )
         result = ExportResult(out_dir=out_dir, source=source, files=files, base_dir=base_dir)
+        result.modelfile, result.template_notes = _modelfile(result)
         if config.verify:
             result.reports = _verify(result, reference_dir, config, bar)
             result.verify_path = out_dir / "verify.json"
@@ -134,6 +137,23 @@ def export_model(
         shutil.rmtree(work, ignore_errors=True)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _modelfile(result: ExportResult) -> tuple[Path, list[str]]:
+    """The Modelfile beside the GGUFs: FROM the preferred quantization, ADAPTER, TEMPLATE."""
+    from astra_tune.ollama.create import write_modelfile
+    from astra_tune.registry.files import PREFERRED
+
+    models = {f.qtype: f.path for f in result.files if f.role in ("model", "base")}
+    chosen = next((models[q] for q in PREFERRED if q in models), next(iter(models.values())))
+    path, choice = write_modelfile(
+        result.out_dir,
+        chosen,
+        adapter=result.adapter,
+        license_text=result.source.license,
+        header=f"{result.source.name}, exported by Astra Tune",
+    )
+    return path, choice.notes
 
 
 def _write_types(

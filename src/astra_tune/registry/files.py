@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from astra_tune.atomic import write_text
 from astra_tune.errors import ConfigError
 from astra_tune.registry.blobs import LocalBlobStore
 from astra_tune.registry.store import ModelVersion, Registry
@@ -34,9 +32,20 @@ def export_version(
         store.copy_to(layer["digest"], target)
         written.append(target)
         names[notes.get("org.astra.quantization") or "adapter"] = target.name
-    modelfile = directory / "Modelfile"
-    write_text(modelfile, modelfile_text(version, names[chosen], names.get("adapter")))
-    written.append(modelfile)
+    from astra_tune.ollama.create import write_modelfile
+
+    adapter = directory / names["adapter"] if "adapter" in names else None
+    path, _ = write_modelfile(
+        directory,
+        directory / names[chosen],
+        adapter=adapter,
+        system=version.system,
+        parameters=dict(version.params),
+        license_text=version.license,
+        given_template=version.template,
+        header=f"{version.reference} from the Astra Tune registry",
+    )
+    written.append(path)
     return written
 
 
@@ -54,20 +63,3 @@ def pick_quantization(version: ModelVersion, quant: str | None) -> str:
         if candidate in version.models:
             return candidate
     return next(iter(version.models))
-
-
-def modelfile_text(version: ModelVersion, model_file: str, adapter_file: str | None) -> str:
-    """FROM, ADAPTER, PARAMETER stop, SYSTEM and LICENSE for `ollama create -f`."""
-    lines = [f"# {version.reference} from the Astra Tune registry", f"FROM ./{model_file}"]
-    if adapter_file:
-        lines.append(f"ADAPTER ./{adapter_file}")
-    if version.template:
-        lines.append(f'TEMPLATE """{version.template}"""')
-    for key, value in version.params.items():
-        for item in value if isinstance(value, list) else [value]:
-            lines.append(f"PARAMETER {key} {json.dumps(item)}")
-    if version.system:
-        lines.append(f'SYSTEM """{version.system}"""')
-    if version.license:
-        lines.append(f'LICENSE """{version.license}"""')
-    return "\n".join(lines) + "\n"

@@ -96,7 +96,7 @@ def request_from_gguf(path: Path, name: str) -> PushRequest:
         "quantizations": {quant: path.stat().st_size},
         "base_model": facts["base_model"],
     }
-    return PushRequest(name, layers, _config(facts, quant), summary)
+    return PushRequest(name, layers, ollama_config(facts, quant), summary)
 
 
 def request_from_run(run_dir: Path, name: str) -> PushRequest:
@@ -154,7 +154,7 @@ def request_from_run(run_dir: Path, name: str) -> PushRequest:
         "data_sha256": (lineage.get("data") or {}).get("sha256", {}),
         "metrics": metrics,
     }
-    return PushRequest(name, layers, _config(first, next(iter(quantizations))), summary)
+    return PushRequest(name, layers, ollama_config(first, next(iter(quantizations))), summary)
 
 
 def run_metrics(run_dir: Path) -> dict[str, Any]:
@@ -203,7 +203,7 @@ def _text_layers(
     return layers
 
 
-def _config(facts: dict[str, Any], quant: str) -> dict[str, Any]:
+def ollama_config(facts: dict[str, Any], quant: str) -> dict[str, Any]:
     # Ollama's image config; /api/show and /api/tags read these fields.
     return {
         "model_format": "gguf",

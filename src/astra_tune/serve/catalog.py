@@ -31,6 +31,9 @@ class ServedModel:
     modified_at: str | None = None
     license: str | None = None
     upstream: UpstreamSettings | None = None
+    # An Ollama TEMPLATE written by hand (Modelfile or /api/create); when set, prompts are
+    # rendered with it, as Ollama would, instead of with the Jinja chat template.
+    go_template: str | None = None
 
     @property
     def base_name(self) -> str:
@@ -159,4 +162,5 @@ def from_registry(registry: Any, reference: str) -> ServedModel:
         digest=version.manifest_digest,
         modified_at=version.created_at,
         license=version.license,
+        go_template=version.template,
     )

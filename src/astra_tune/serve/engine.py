@@ -21,6 +21,7 @@ from typing import Any
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from astra_tune.errors import AstraError, ModelError
+from astra_tune.ollama.render import GoChatTemplate
 from astra_tune.progress import quiet_llama_logs
 from astra_tune.serve.catalog import ServedModel
 
@@ -119,6 +120,7 @@ class LlamaEngine:
             if model.chat_template
             else None
         )
+        self._go_template = GoChatTemplate(model.go_template) if model.go_template else None
         self._worker = threading.Thread(target=self._work, name=f"engine-{model.name}", daemon=True)
         self._worker.start()
 
@@ -126,6 +128,8 @@ class LlamaEngine:
 
     def render_chat(self, messages: list[dict[str, Any]]) -> str:
         """The conversation through the model's own chat template, ready for an answer."""
+        if self._go_template is not None:
+            return self._go_template.render(messages)
         if self._template is None:
             return "\n".join(str(m.get("content", "")) for m in messages) + "\n"
 

@@ -20,18 +20,6 @@ from astra_tune.serve.catalog import ServedModel
 from astra_tune.serve.engine import Finished, Sampling
 
 router = APIRouter(prefix="/api")
-# Ollama option names we honour (num_ctx is fixed per loaded model here).
-OPTIONS = {
-    "temperature": float,
-    "top_p": float,
-    "top_k": int,
-    "min_p": float,
-    "repeat_penalty": float,
-    "seed": int,
-    "num_predict": int,
-    "stop": list,
-    "num_ctx": int,
-}
 
 
 @router.get("/version")
@@ -88,23 +76,40 @@ async def show(request: Request) -> dict[str, Any]:
         f"{arch}.embedding_length": facts["embedding_length"],
         f"{arch}.block_count": facts["block_count"],
     }
-    parameters = "\n".join(f"stop {json.dumps(s)}" for s in model.stop)
-    lines = [f"FROM {model.gguf}"]
-    if model.adapter:
-        lines.append(f"ADAPTER {model.adapter}")
-    lines += [f"PARAMETER stop {json.dumps(s)}" for s in model.stop]
-    if model.system:
-        lines.append(f'SYSTEM """{model.system}"""')
+    from astra_tune.ollama.modelfile import Modelfile
+
+    template = model.go_template or _translated(model)
+    params = {"stop": model.stop, **model.params} if model.stop else dict(model.params)
+    modelfile = Modelfile(
+        from_=str(model.gguf),
+        adapters=[str(model.adapter)] if model.adapter else [],
+        template=template,
+        system=model.system,
+        parameters=params,
+        license=[model.license] if model.license else [],
+    )
+    parameters = "\n".join(
+        f"{name:<30} {json.dumps(item) if isinstance(item, str) else item}"
+        for name, value in params.items()
+        for item in (value if isinstance(value, list) else [value])
+    )
     return {
-        "modelfile": "\n".join(lines) + "\n",
+        "modelfile": modelfile.text(f"Modelfile of {model.name}, from astra serve"),
         "parameters": parameters,
-        "template": model.chat_template or "",
+        "template": template or model.chat_template or "",
         "system": model.system or "",
         "license": model.license or "",
         "details": _details(model),
         "model_info": info,
         "modified_at": model.modified_at or _mtime(model),
     }
+
+
+def _translated(model: ServedModel) -> str | None:
+    """The model's Jinja chat template as an Ollama TEMPLATE, when it translates."""
+    from astra_tune.ollama.create import ollama_template
+
+    return ollama_template(model.chat_template, model.bos_token, model.eos_token).template
 
 
 @router.post("/chat", response_model=None)
@@ -185,13 +190,10 @@ async def embed(request: Request) -> dict[str, Any]:
 
 
 def _sampling(body: dict[str, Any], model: ServedModel) -> Sampling:
-    options = {**model.params, **(body.get("options") or {})}
-    unknown = sorted(set(body.get("options") or {}) - set(OPTIONS))
-    if unknown:
-        raise BadRequestError(
-            f"unknown option {unknown[0]!r}", where=f"options.{unknown[0]}",
-            fix=f"Ollama options served here: {', '.join(OPTIONS)}",
-        )  # fmt: skip
+    # Every Ollama option is accepted and type-checked; the sampling ones shape generation.
+    # num_ctx is fixed per loaded model, and runner options (num_gpu, num_thread...) are the
+    # server's to choose.
+    options = {**model.params, **_validated_parameters(body.get("options") or {}, "options")}
     try:
         stops = options.get("stop") or []
         return Sampling(
@@ -517,14 +519,20 @@ def _quant_of(path: Path) -> str:
     return (gguf_facts(path)["quantization"] or "gguf").lower()
 
 
-def _validated_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(parameters) - set(OPTIONS))
-    if unknown:
-        raise BadRequestError(
-            f"unknown parameter {unknown[0]!r}", where=f"parameters.{unknown[0]}",
-            fix=f"parameters served here: {', '.join(OPTIONS)}",
-        )  # fmt: skip
-    return parameters
+def _validated_parameters(parameters: Any, where: str = "parameters") -> dict[str, Any]:
+    """Ollama options checked by name and type, as Ollama's own server checks them."""
+    from astra_tune.ollama.modelfile import ModelfileError, parse_parameter
+
+    if not isinstance(parameters, dict):
+        raise BadRequestError(f"'{where}' must be an object", where=where)
+    checked: dict[str, Any] = {}
+    for name, value in parameters.items():
+        try:
+            noun = "option" if where == "options" else "parameter"
+            checked[name.lower()] = parse_parameter(name, value, f"{where}.{name}", noun)
+        except ModelfileError as exc:
+            raise BadRequestError(exc.what, where=exc.where, fix=exc.fix) from exc
+    return checked
 
 
 def _refresh(state: ServerState, name: str) -> None:

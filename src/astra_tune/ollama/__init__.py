@@ -1,0 +1,1 @@
+"""Ollama: Go templates, Modelfiles, template translation, pushes to an Ollama server."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import ollama
+import openai
 import pytest
 
-import ollama
 from tests.cli_runner import run_astra
 from tests.serve.conftest import start_server, stop
 
@@ -35,7 +36,8 @@ def test_import_customize_and_serve(
 
     custom = run_astra(
         "modelfile", "tiny", "--system", "You are terse.", "--param", "temperature=0.1",
-        "--param", "stop=###", "--name", "terse", "-o", str(tmp_path / "Modelfile"), env=home,
+        "--param", "stop=###", "-p", "num_predict=5", "--name", "terse",
+        "-o", str(tmp_path / "Modelfile"), env=home,
     )  # fmt: skip
     assert custom.exit_code == 0, custom.stderr
     assert "registered: terse:1.0.0" in custom.stdout
@@ -43,6 +45,7 @@ def test_import_customize_and_serve(
         "FROM tiny",
         "PARAMETER temperature 0.1",
         'PARAMETER stop "###"',
+        "PARAMETER num_predict 5",
         'SYSTEM """You are terse."""',
     ]
     legacy_template = tmp_path / "legacy.tmpl"
@@ -72,6 +75,18 @@ def test_import_customize_and_serve(
         assert via_custom.prompt_eval_count == with_system.prompt_eval_count
         assert via_custom.message.content == with_system.message.content
         assert via_custom.prompt_eval_count != plain.prompt_eval_count
+        # Its PARAMETERs are the defaults of both APIs (num_predict=5 here).
+        openai_reply = openai.OpenAI(
+            base_url=f"{server.url}/v1", api_key="x"
+        ).chat.completions.create(
+            model="terse",
+            messages=hello,
+            temperature=0,  # type: ignore[arg-type]
+        )
+        assert openai_reply.usage is not None
+        assert openai_reply.usage.completion_tokens == 5
+        assert openai_reply.choices[0].finish_reason == "length"
+        assert client.chat(model="terse", messages=hello).eval_count == 5
         # A hand-written TEMPLATE is what the server renders prompts with.
         assert client.show("legacy").template == "<<{{ .Prompt }}>>"
         by_template = client.chat(model="legacy", messages=hello, options=options)

@@ -50,6 +50,7 @@ def push_to_ollama(
 ) -> PushResult:
     """Upload a registry version's GGUF (and adapter) and create it on an Ollama server."""
     import ollama
+
     from astra_tune.models.gguf_import import file_sha256
     from astra_tune.registry.files import pick_quantization
     from astra_tune.registry.push import gguf_facts

@@ -152,11 +152,18 @@ def _sampling(body: dict[str, Any], model: ServedModel, default_max: int | None 
             f"response_format {kind!r} is not supported; use json_object", where="response_format"
         )
     try:
+        # A model's own defaults (Modelfile PARAMETERs) apply where the request is silent.
+        predict = defaults.get("num_predict")
         return Sampling(
-            max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or default_max,
+            max_tokens=body.get("max_completion_tokens")
+            or body.get("max_tokens")
+            or (int(predict) if predict and int(predict) > 0 else default_max),
             temperature=float(body.get("temperature", defaults.get("temperature", 0.8))),
             top_p=float(body.get("top_p", defaults.get("top_p", 0.95))),
-            seed=body.get("seed"),
+            top_k=int(defaults.get("top_k", 40)),
+            min_p=float(defaults.get("min_p", 0.05)),
+            repeat_penalty=float(defaults.get("repeat_penalty", 1.0)),
+            seed=body.get("seed", defaults.get("seed")),
             stop=list(dict.fromkeys([*model.stop, *stops])),
             json_mode=kind == "json_object",
             logit_bias={int(k): float(v) for k, v in (body.get("logit_bias") or {}).items()},

@@ -303,6 +303,50 @@ class ExportConfig(Section):
             raise ValueError(f"{exc.what}" + (f"; {exc.fix}" if exc.fix else "")) from exc
 
 
+MetricName = Literal[
+    "perplexity", "nll", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "f1"
+]
+
+
+DEFAULT_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "f1")
+
+
+class JudgeConfig(Section):
+    """An LLM judge: any OpenAI-compatible endpoint compares two answers."""
+
+    base_url: str = Field(..., description="OpenAI-compatible base URL, e.g. http://host:8000/v1.")
+    model: str = Field(..., description="Model name the endpoint serves.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the API key (none: no key)."
+    )
+    max_examples: int | None = Field(
+        None, ge=1, description="Judge at most this many examples (each twice, swapped)."
+    )
+
+
+class EvalConfig(Section):
+    """Evaluation on held-out chat records: the last assistant turn is the reference."""
+
+    metrics: list[MetricName] = Field(
+        default_factory=lambda: list(DEFAULT_METRICS),
+        description="Metrics to compute (perplexity and nll are teacher-forced, the rest "
+        "score generated answers).",
+    )
+    samples: int | None = Field(
+        None, ge=1, description="Evaluate at most this many records (the first N); unset: all."
+    )
+    max_new_tokens: int = Field(128, ge=1, description="Longest generated answer, in tokens.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    batch_size: int = Field(8, ge=1, description="Prompts generated together (transformers).")
+    bootstrap: int = Field(
+        1000, ge=100, description="Bootstrap resamples for the 95% confidence intervals."
+    )
+    after_training: bool = Field(
+        False, description="Evaluate the run against its base on the test split after training."
+    )
+    judge: JudgeConfig | None = Field(None, description="Optional pairwise LLM judge.")
+
+
 class Recipe(Section):
     """A fine-tuning run, from base model to exported model."""
 
@@ -318,6 +362,7 @@ class Recipe(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Data preparation.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
 
     @field_validator("base_model")
     @classmethod
@@ -331,6 +376,22 @@ class Recipe(Section):
         except AstraError as exc:
             # pydantic turns ValueError into a field error at this path; keep our fix text.
             raise ValueError(f"{exc.what}" + (f"; {exc.fix}" if exc.fix else "")) from exc
+
+
+def run_recipe(spec: str) -> Recipe | None:
+    """The recipe a training run was made with, when `spec` is (inside) a run directory.
+
+    None for anything else, and for a run whose recipe no longer validates: an old or
+    hand-edited recipe should not block using the run's weights.
+    """
+    path = Path(spec).expanduser()
+    for candidate in (path / "recipe.yaml", path.parent / "recipe.yaml"):
+        if path.is_dir() and candidate.is_file() and (candidate.parent / "lineage.json").is_file():
+            try:
+                return load_recipe(candidate)
+            except AstraError:
+                return None
+    return None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -14,6 +14,7 @@ def test_help_lists_exactly_the_command_groups_that_exist() -> None:
         "chat",
         "data",
         "doctor",
+        "eval",
         "export",
         "import",
         "modelfile",

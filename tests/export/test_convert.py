@@ -51,8 +51,9 @@ def test_every_file_is_written_and_verified_in_llama_cpp(
     arch, _, result = exported
     names = sorted(p.name for p in result.out_dir.iterdir())
     assert names == sorted(
-        ["model-f16.gguf", "model-q8_0.gguf", "model-q4_k_m.gguf", "verify.json"]
+        ["model-f16.gguf", "model-q8_0.gguf", "model-q4_k_m.gguf", "verify.json", "Modelfile"]
     )
+    assert "\nFROM ./model-q4_k_m.gguf\n" in (result.out_dir / "Modelfile").read_text()
     by_type = {r.qtype: r for r in result.reports}
     f16 = by_type["f16"]
     assert f16.passed, f16.failures

@@ -58,7 +58,9 @@ def test_adapter_gguf_on_the_base_matches_the_merged_model(
         str(run), ExportConfig(quant=["f16"], adapter_only=True, output_dir=str(tmp_path / "out"))
     )
     names = sorted(p.name for p in result.out_dir.iterdir())
-    assert names == ["model-f16.gguf", "tiny-lora-adapter.gguf", "verify.json"]
+    assert names == ["Modelfile", "model-f16.gguf", "tiny-lora-adapter.gguf", "verify.json"]
+    modelfile = (result.out_dir / "Modelfile").read_text()
+    assert "\nFROM ./model-f16.gguf\nADAPTER ./tiny-lora-adapter.gguf\n" in modelfile
     (report,) = result.reports
     assert report.adapter == "tiny-lora-adapter.gguf"
     assert report.passed, report.failures
@@ -122,6 +124,7 @@ def test_lora_run_exports_merged(tmp_path: Path, tiny_lora_run: TrainResult) -> 
     result = export_model(str(run), ExportConfig(quant=["f16", "q8_0"]))
     assert result.out_dir == run / "export"
     assert sorted(p.name for p in result.out_dir.iterdir()) == [
+        "Modelfile",
         "tiny-lora-f16.gguf",
         "tiny-lora-q8_0.gguf",
         "verify.json",
@@ -255,7 +258,10 @@ def test_export_uses_the_runs_recipe_section(tmp_path: Path, tiny_lora_run: Trai
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     result = run_astra("export", str(run))
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in (run / "export").iterdir()) == ["tiny-lora-q8_0.gguf"]
+    assert sorted(p.name for p in (run / "export").iterdir()) == [
+        "Modelfile",
+        "tiny-lora-q8_0.gguf",
+    ]
     result = run_astra("export", str(run), "--quant", "f16", "--no-verify")
     assert result.exit_code == 0, result.stderr
     assert (run / "export" / "tiny-lora-f16.gguf").is_file()

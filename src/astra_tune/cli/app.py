@@ -11,6 +11,7 @@ from astra_tune.cli import (
     chat,
     data,
     doctor,
+    evaluate,
     export,
     models,
     ollama,
@@ -34,6 +35,7 @@ app.command("doctor")(doctor.doctor)
 app.command("chat")(chat.chat)
 app.command("train")(train.train)
 app.command("export")(export.export)
+app.command("eval")(evaluate.eval_command)
 app.command("serve")(serve.serve)
 app.command("modelfile")(ollama.modelfile)
 app.command("import")(ollama.import_gguf)

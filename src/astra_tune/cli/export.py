@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from astra_tune.cli.output import human_bytes
-from astra_tune.errors import AstraError, ConfigError, VerificationError
+from astra_tune.errors import ConfigError, VerificationError
 from astra_tune.recipe import ExportConfig
 
 
@@ -96,17 +96,10 @@ def export(
 
 def _config(spec: str) -> ExportConfig:
     """The export: section of the run's own recipe when SPEC is a run, else the defaults."""
-    from astra_tune.recipe import load_recipe
+    from astra_tune.recipe import run_recipe
 
-    path = Path(spec).expanduser()
-    for candidate in (path / "recipe.yaml", path.parent / "recipe.yaml"):
-        if path.is_dir() and candidate.is_file() and (candidate.parent / "lineage.json").is_file():
-            try:
-                return load_recipe(candidate).export
-            except AstraError:
-                # An old or hand-edited run recipe should not block exporting its weights.
-                return ExportConfig()
-    return ExportConfig()
+    recipe = run_recipe(spec)
+    return recipe.export if recipe is not None else ExportConfig()
 
 
 def _table(result: object) -> Table:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from typing import Any
+
+from astra_tune.plots import new_figure, png_img
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -73,25 +73,6 @@ def _token_cells(stats: dict[str, Any] | None) -> str:
     return "".join(f"<td>{stats[key]}</td>" for key in ("p5", "p50", "p95", "max", "total"))
 
 
-def _png(figure: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img alt="plot" src="data:image/png;base64,{encoded}">'
-
-
-def _figure(width: float, height: float) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; safe in servers and CI
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(width, height))
-
-
 def _plot_lengths(report: dict[str, Any]) -> str:
     series = {
         name: stats["histogram"]
@@ -100,22 +81,22 @@ def _plot_lengths(report: dict[str, Any]) -> str:
     }
     if not series:
         return ""
-    figure, axes = _figure(6, 3.5)
+    figure, axes = new_figure(6, 3.5)
     axes.hist(list(series.values()), bins=30, label=list(series), stacked=True)
     axes.set_xlabel("tokens per example (rendered with the chat template)")
     axes.set_ylabel("examples")
     axes.set_title("Example length by split")
     axes.legend()
-    return _png(figure)
+    return png_img(figure)
 
 
 def _plot_drops(report: dict[str, Any]) -> str:
     drops = report["drops"]
     if not drops:
         return ""
-    figure, axes = _figure(6, 0.5 + 0.45 * len(drops))
+    figure, axes = new_figure(6, 0.5 + 0.45 * len(drops))
     reasons = list(drops)[::-1]
     axes.barh(reasons, [drops[r] for r in reasons], color="#c0504d")
     axes.set_xlabel("records dropped")
     axes.set_title("Why records were dropped")
-    return _png(figure)
+    return png_img(figure)

@@ -145,6 +145,14 @@ def train_model(
     lineage = build_lineage(recipe, data_dir, dtype=dtype, trainable=trainable, total=total)
     write_text(run_dir / "lineage.json", json.dumps(lineage, indent=2) + "\n")
     plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    if recipe.eval.after_training:
+        # The evaluation loads its own copies (merged adapter, base); free the trained one.
+        trainer.model = model = None
+        import gc
+
+        gc.collect()
+        lineage["eval"] = _evaluate_run(recipe, run_dir, output, data_dir, base_dir, console)
+        write_text(run_dir / "lineage.json", json.dumps(lineage, indent=2) + "\n")
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return TrainResult(
         run_dir=run_dir,
@@ -157,6 +165,34 @@ def train_model(
         final_train_loss=losses[-1] if losses else None,
         final_val_loss=final_val,
     )
+
+
+def _evaluate_run(
+    recipe: Recipe,
+    run_dir: Path,
+    output: Path,
+    data_dir: Path,
+    base_dir: Path,
+    console: Console | None,
+) -> dict[str, Any]:
+    """The trained model against its base on the test split (recipe: eval.after_training)."""
+    from astra_tune.evaluate.stage import evaluate_model
+    from astra_tune.progress import progress_bar
+
+    test = data_dir / "test.jsonl"
+    if not test.is_file() or not test.stat().st_size:
+        raise ConfigError(
+            "eval.after_training is set but the prepared data has no test split",
+            where="data.split.test",
+            fix="set data.split.test above 0, or eval.after_training: false",
+        )
+    with progress_bar(console=console) as bar:
+        result = evaluate_model(str(output), test, recipe.eval, against=str(base_dir),
+                                out_dir=run_dir / "eval", progress=bar)  # fmt: skip
+    scores = result.scores()
+    return {"data": str(test), "report": str(run_dir / "eval" / "report.html"),
+            **{k: scores[k] for k in ("examples", "comparison") if k in scores},
+            "scores": scores["model"]["scores"]}  # fmt: skip
 
 
 def _lean_trainer(base: type) -> type:

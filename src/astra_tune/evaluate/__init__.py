@@ -1,0 +1,1 @@
+"""Evaluation: did fine-tuning help, by how much, and where."""

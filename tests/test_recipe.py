@@ -43,7 +43,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_unrelated_unknown_key_lists_valid_keys(tmp_path: Path) -> None:
     path = write(tmp_path, "name: demo\nzzz: 1\n")
     assert problems_of(path) == [
-        f"{path}:2: zzz: unknown key (valid keys here: name, base_model, seed, data, train, export)"
+        f"{path}:2: zzz: unknown key (valid keys here: name, base_model, seed, data, train, "
+        "eval, export, registry)"
     ]
 
 

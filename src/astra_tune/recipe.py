@@ -347,6 +347,16 @@ class EvalConfig(Section):
     judge: JudgeConfig | None = Field(None, description="Optional pairwise LLM judge.")
 
 
+class RegistryConfig(Section):
+    """Where `astra run` stores the exported model."""
+
+    push: bool = Field(True, description="Push the exported GGUFs as a new registry version.")
+    name: str | None = Field(None, description="Registry model name; unset: the recipe's name.")
+    aliases: list[str] = Field(
+        default_factory=list, description="Aliases to point at the new version, e.g. staging."
+    )
+
+
 class Recipe(Section):
     """A fine-tuning run, from base model to exported model."""
 
@@ -361,8 +371,11 @@ class Recipe(Section):
     )
     data: DataConfig = Field(default_factory=DataConfig, description="Data preparation.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning.")
-    export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="GGUF export.")
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig, description="Registry push at the end of `astra run`."
+    )
 
     @field_validator("base_model")
     @classmethod

@@ -20,8 +20,10 @@ def test_help_lists_exactly_the_command_groups_that_exist() -> None:
         "modelfile",
         "models",
         "push",
+        "quickstart",
         "recipe",
         "registry",
+        "run",
         "serve",
         "train",
     ]

@@ -17,6 +17,7 @@ from astra_tune.cli import (
     ollama,
     recipe,
     registry,
+    run,
     serve,
     train,
 )
@@ -37,6 +38,8 @@ app.command("train")(train.train)
 app.command("export")(export.export)
 app.command("eval")(evaluate.eval_command)
 app.command("serve")(serve.serve)
+app.command("run")(run.run)
+app.command("quickstart")(run.quickstart)
 app.command("modelfile")(ollama.modelfile)
 app.command("import")(ollama.import_gguf)
 app.add_typer(models.app, name="models")

@@ -1,0 +1,112 @@
+"""`astra run` and `astra quickstart`: a whole recipe, stage by stage, with a summary."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from astra_tune.pipeline import STAGES, RunResult
+
+
+def run(
+    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="The recipe YAML file."),
+    start: str | None = typer.Option(None, "--from", help=f"First stage: {', '.join(STAGES)}."),
+    until: str | None = typer.Option(None, "--until", help="Last stage to run."),
+    force: list[str] = typer.Option([], "--force", help="Run this stage even if unchanged."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a recipe field: dotted.key=value (repeatable)."
+    ),
+) -> None:
+    """Prepare data, train, evaluate, export and push, skipping what has not changed."""
+    from astra_tune.pipeline import run_pipeline
+    from astra_tune.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    started = time.perf_counter()
+    result = run_pipeline(recipe, start=start, until=until, force=tuple(force))
+    print_summary(result, time.perf_counter() - started)
+
+
+def print_summary(result: RunResult, seconds: float) -> None:
+    """The stage table and the commands to use the model next."""
+    table = Table(title=f"astra run: {result.run_dir} ({seconds:.0f} s)")
+    for column in ("stage", "status", "time", "figures", "artifacts"):
+        table.add_column(column, justify="right" if column == "time" else "left")
+    for stage in result.stages:
+        status = {"ran": "[green]ran[/]", "skipped": "[dim]unchanged, skipped[/]"}.get(
+            stage.status, f"[dim]{stage.status}[/]"
+        )
+        figures = "\n".join(f"{k}: {v}" for k, v in stage.figures.items()) or stage.note
+        artifacts = "\n".join(_short(a, result.run_dir) for a in stage.artifacts[:4])
+        if len(stage.artifacts) > 4:
+            artifacts += f"\n(+{len(stage.artifacts) - 4} more)"
+        time_text = f"{stage.seconds:.0f} s" if stage.status == "ran" else "-"
+        table.add_row(stage.name, status, time_text, figures, artifacts)
+    console = Console()
+    console.print(table)
+    if result.reference:
+        name = result.reference.split(":")[0]
+        console.print(
+            f"next:\n  astra serve -m {name}           # OpenAI + Ollama APIs\n"
+            f"  astra push ollama {result.reference}   # to an Ollama server\n"
+            + (f"  astra chat {result.gguf}\n" if result.gguf else ""),
+            highlight=False,
+        )
+
+
+def _short(path: str, run_dir: Path) -> str:
+    try:
+        return str(Path(path).relative_to(run_dir))
+    except ValueError:
+        return path
+
+
+def quickstart(
+    directory: Path = typer.Argument(
+        Path("astra-quickstart"), help="Where the recipe and the run go."
+    ),
+) -> None:
+    """Fine-tune the bundled model on the bundled FAQ, end to end, and ask it a question."""
+    import json
+
+    from astra_tune.chat import GenerationOptions, LlamaCppChat
+    from astra_tune.pipeline import run_pipeline
+    from astra_tune.recipe import load_recipe
+    from astra_tune.registry.files import pick_quantization
+    from astra_tune.registry.store import Registry
+
+    directory = directory.expanduser().resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    recipe_path = directory / "recipe.yaml"
+    template = resources.files("astra_tune.recipes").joinpath("cpu-quickstart.yaml").read_text()
+    text = template + "# written by astra quickstart: the run goes next to this file\n"
+    if not recipe_path.exists():
+        recipe_path.write_text(text, encoding="utf-8")
+    Console(stderr=True).print(f"recipe: {recipe_path}", highlight=False)
+    recipe = load_recipe(recipe_path, [f"train.output_dir={directory / 'run'}"])
+    started = time.perf_counter()
+    result = run_pipeline(recipe)
+    print_summary(result, time.perf_counter() - started)
+    if result.reference is None:
+        return
+    version = Registry().resolve(result.reference)
+    gguf = version.models[pick_quantization(version, None)]
+    test = result.run_dir / "prepared" / "test.jsonl"
+    record = json.loads(test.read_text(encoding="utf-8").splitlines()[0])
+    messages = record["messages"][:-1]
+    chat = LlamaCppChat(gguf)
+    try:
+        options = GenerationOptions(temperature=0.0, max_tokens=64)
+        answer = "".join(chat.stream(messages, options)).strip()
+    finally:
+        chat.close()
+    console = Console()
+    console.print(f"\n[bold]{result.reference}[/] (held-out question, llama.cpp, {gguf.name}):")
+    console.print(f"  Q: {messages[-1]['content']}", highlight=False)
+    console.print(f"  A: {answer}", highlight=False)
+    console.print(f"  expected: {record['messages'][-1]['content']}", highlight=False)

@@ -1,0 +1,1 @@
+"""Example recipes shipped with the package (`astra quickstart` uses cpu-quickstart.yaml)."""

@@ -110,3 +110,16 @@ def test_a_killed_run_resumes_training(tmp_path: Path, tiny_model_dir: Path) -> 
     assert train.figures["resumed"].startswith("checkpoint-")
     assert int(train.figures["resumed"].split("-")[1]) >= saved[0]
     assert train.figures["steps"] == "40"
+
+
+def test_quickstart_recipe_is_the_example_with_the_run_beside_it(tmp_path: Path) -> None:
+    from astra_tune.cli.run import write_quickstart_recipe
+
+    path = write_quickstart_recipe(tmp_path / "qs")
+    recipe = load_recipe(path)
+    example = load_recipe(RECIPES / "cpu-quickstart.yaml")
+    assert recipe.train.output_dir == str(tmp_path / "qs" / "run")  # relative to the file
+    assert recipe.model_copy(update={"train": example.train}) == example
+    assert recipe.train.model_copy(update={"output_dir": None}) == example.train
+    path.write_text(path.read_text().replace("epochs: 4", "epochs: 2"))
+    assert load_recipe(write_quickstart_recipe(tmp_path / "qs")).train.epochs == 2  # kept

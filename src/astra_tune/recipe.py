@@ -260,6 +260,16 @@ class TrainConfig(Section):
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="Experiment trackers (must be installed)."
     )
+
+    @field_validator("output_dir", "data_dir")
+    @classmethod
+    def _relative_to_recipe(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A recipe file's relative paths mean "next to this file", wherever it is run from.
+        base_dir = (info.context or {}).get("base_dir")
+        if value is None or base_dir is None or Path(value).expanduser().is_absolute():
+            return value
+        return str(Path(base_dir) / value)
+
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (lora, qlora).")
     qlora: QloraConfig = Field(default_factory=QloraConfig, description="4-bit settings (qlora).")
 

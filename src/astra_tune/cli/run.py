@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from astra_tune.atomic import write_text
 from astra_tune.pipeline import STAGES, RunResult
 
 
@@ -66,6 +67,19 @@ def _short(path: str, run_dir: Path) -> str:
         return path
 
 
+def write_quickstart_recipe(directory: Path) -> Path:
+    """DIR/recipe.yaml: recipes/cpu-quickstart.yaml with the run next to it (kept if there)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    recipe_path = directory / "recipe.yaml"
+    if not recipe_path.exists():
+        template = resources.files("astra_tune.recipes").joinpath("cpu-quickstart.yaml")
+        text = template.read_text(encoding="utf-8").replace(
+            "\ntrain:\n", "\ntrain:\n  output_dir: run                   # next to this file\n", 1
+        )
+        write_text(recipe_path, text)
+    return recipe_path
+
+
 def quickstart(
     directory: Path = typer.Argument(
         Path("astra-quickstart"), help="Where the recipe and the run go."
@@ -80,15 +94,11 @@ def quickstart(
     from astra_tune.registry.files import pick_quantization
     from astra_tune.registry.store import Registry
 
-    directory = directory.expanduser().resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    recipe_path = directory / "recipe.yaml"
-    template = resources.files("astra_tune.recipes").joinpath("cpu-quickstart.yaml").read_text()
-    text = template + "# written by astra quickstart: the run goes next to this file\n"
-    if not recipe_path.exists():
-        recipe_path.write_text(text, encoding="utf-8")
-    Console(stderr=True).print(f"recipe: {recipe_path}", highlight=False)
-    recipe = load_recipe(recipe_path, [f"train.output_dir={directory / 'run'}"])
+    recipe_path = write_quickstart_recipe(directory.expanduser().resolve())
+    Console(stderr=True).print(
+        f"recipe: {recipe_path}  (rerun it with: astra run {recipe_path})", highlight=False
+    )
+    recipe = load_recipe(recipe_path)
     started = time.perf_counter()
     result = run_pipeline(recipe)
     print_summary(result, time.perf_counter() - started)
@@ -106,7 +116,10 @@ def quickstart(
     finally:
         chat.close()
     console = Console()
-    console.print(f"\n[bold]{result.reference}[/] (held-out question, llama.cpp, {gguf.name}):")
+    quant = pick_quantization(version, None)
+    console.print(
+        f"\n[bold]{result.reference}[/] ({quant} GGUF in llama.cpp, a held-out question):"
+    )
     console.print(f"  Q: {messages[-1]['content']}", highlight=False)
     console.print(f"  A: {answer}", highlight=False)
     console.print(f"  expected: {record['messages'][-1]['content']}", highlight=False)

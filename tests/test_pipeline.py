@@ -70,6 +70,17 @@ def test_stages_run_then_skip_and_forced_stages_only_ripple_on_change(
     assert statuses(forced)["export"] == "ran"
     assert statuses(forced)["push"] == "skipped"
 
+    # Push takes what the last export wrote, not whatever else lies in its directory.
+    export_dir = tmp_path / "run" / "export"
+    stray = export_dir / "tiny-pipeline-q8_0.gguf"
+    stray.write_bytes((export_dir / "tiny-pipeline-f16.gguf").read_bytes())
+    repushed = run_pipeline(load_recipe(path), force=("push",))
+    assert repushed.reference == "tiny-pipeline:1.0.1"
+    from astra_tune.registry.store import Registry
+
+    assert set(Registry().resolve("tiny-pipeline:1.0.1").models) == {"f16"}
+    stray.unlink()
+
     # A changed eval section reruns eval only.
     changed = run_pipeline(load_recipe(path, ["eval.max_new_tokens=6"]))
     assert statuses(changed) == {"data": "skipped", "train": "skipped", "eval": "ran",

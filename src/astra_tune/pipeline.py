@@ -164,6 +164,11 @@ class _Context:
     def prepared(self) -> Path:
         return self.run_dir / "prepared"
 
+    @property
+    def test_split(self) -> Path:
+        data = self.recipe.train.data_dir
+        return (Path(data) if data else self.prepared) / "test.jsonl"
+
     def trained(self) -> Path:
         return self.run_dir / ("model" if self.recipe.train.method == "full" else "adapter")
 
@@ -251,7 +256,7 @@ def _train_run(c: _Context, inputs: str) -> StageReport:
 
 
 def _eval_inputs(c: _Context) -> str | None:
-    test = c.prepared / "test.jsonl"
+    test = c.test_split
     if not test.is_file() or not test.stat().st_size or not c.trained().exists():
         return None if c.trained().exists() else _hash("eval", "not trained yet")
     return _hash("eval", c.recipe.eval.model_dump(mode="json", exclude={"after_training"}),
@@ -275,7 +280,7 @@ def _eval_run(c: _Context, inputs: str) -> StageReport:
 
     with progress_bar(console=c.console) as bar:
         result = evaluate_model(
-            str(c.trained()), c.prepared / "test.jsonl", c.recipe.eval,
+            str(c.trained()), c.test_split, c.recipe.eval,
             against=default_against(str(c.trained())), out_dir=c.run_dir / "eval", progress=bar,
         )  # fmt: skip
     figures = {}
@@ -328,10 +333,16 @@ def _export_run(c: _Context, inputs: str) -> StageReport:
 # -- push --------------------------------------------------------------------------------
 
 
+def _exported(c: _Context) -> list[Path]:
+    """The GGUFs the last export wrote (not older files left in its directory)."""
+    artifacts = c.state.data["stages"].get("export", {}).get("artifacts", [])
+    return [Path(a) for a in artifacts if a.endswith(".gguf") and Path(a).is_file()]
+
+
 def _push_inputs(c: _Context) -> str | None:
     if not c.recipe.registry.push:
         return None
-    ggufs = sorted((c.run_dir / "export").glob("*.gguf"))
+    ggufs = _exported(c)
     if not ggufs:
         return _hash("push", "not exported yet")
     return _hash("push", c.recipe.registry.model_dump(mode="json"), c.recipe.name,
@@ -342,10 +353,16 @@ def _push_run(c: _Context, inputs: str) -> StageReport:
     from astra_tune.registry.push import request_from_run
     from astra_tune.registry.store import Registry
 
-    _needs(c.run_dir / "export", "push", "export")
+    ggufs = _exported(c)
+    if not ggufs:
+        raise ConfigError(
+            "the push stage needs the GGUF files the export stage writes",
+            where=str(c.run_dir),
+            fix="run from an earlier stage (--from export), or without --from",
+        )
     name = c.recipe.registry.name or c.recipe.name
     registry = Registry()
-    pushed = registry.push(request_from_run(c.run_dir, name))
+    pushed = registry.push(request_from_run(c.run_dir, name, ggufs))
     reference = f"{pushed.name}:{pushed.version}"
     for alias in c.recipe.registry.aliases:
         registry.tag(reference, alias, reason="astra run")

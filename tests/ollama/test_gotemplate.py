@@ -79,6 +79,7 @@ def test_functions() -> None:
         ("a\nb {{ .X ", "unclosed action at line 2"),
         ("{{ frobnicate 1 }}", 'function "frobnicate" not defined'),
         ('{{ define "x" }}{{ end }}', "not supported"),
+        ("{{ with .A }}a{{ else with .B }}b{{ end }}", "else with .B"),
     ],
 )
 def test_errors_name_the_line(source: str, message: str) -> None:

@@ -84,3 +84,17 @@ def test_cli_parameters_are_validated_like_modelfile_ones() -> None:
         parameter_pairs(["temperature"])
     with pytest.raises(ModelfileError, match="temperature must be a number"):
         parameter_pairs(["temperature=hot"])
+
+
+def test_values_are_written_and_read_as_ollama_does() -> None:
+    """Ollama strips quotes and unescapes nothing; it prints multi-line values in "…"."""
+    stop = "<\uff5cend\u2581of\u2581sentence\uff5c>"  # DeepSeek's end of sentence
+    text = Modelfile(from_="m.gguf", parameters={"stop": [stop, "\n\n"]}).text()
+    assert f'PARAMETER stop "{stop}"' in text  # verbatim, not \\uff5c
+    assert parse(text).parameters["stop"] == [stop, "\n\n"]
+    shown = 'FROM m.gguf\nSYSTEM "You answer in French.\nAlways."\nPARAMETER top_k 20\n'
+    parsed = parse(shown)
+    assert parsed.system == "You answer in French.\nAlways."
+    assert parsed.parameters == {"top_k": 20}
+    with pytest.raises(ModelfileError, match="never closed"):
+        parse('FROM m.gguf\nSYSTEM "open\nstill open')

@@ -88,7 +88,10 @@ def _evaluate(
         changes["judge"] = JudgeConfig(base_url=judge_url, model=judge_model)
     if changes:
         config = EvalConfig.model_validate({**config.model_dump(), **changes})
-    run_dir = Path(spec).expanduser() if recipe is not None else None
+    run_dir = None
+    if recipe is not None:  # SPEC is a run directory or its adapter/ or model/ inside
+        given = Path(spec).expanduser()
+        run_dir = given if (given / "recipe.yaml").is_file() else given.parent
     if data is None:
         test = run_dir / "prepared" / "test.jsonl" if run_dir is not None else None
         if test is None or not test.is_file():

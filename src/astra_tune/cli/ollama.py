@@ -113,6 +113,9 @@ def _customize(
     )
     name = name or f"{_default_name(from_)}-custom"
     target = output or Path("Modelfile")
+    if Path(from_).expanduser().is_file():
+        # FROM is read relative to the Modelfile (by us and by `ollama create`).
+        modelfile.from_ = str(Path(from_).expanduser().resolve())
     text = modelfile.text(f"{name}: {from_} customized with Astra Tune")
     _write(target, text, force)
     _register(modelfile, name, target, text)

@@ -161,13 +161,15 @@ def _score(
     try:
         answers: list[str] = []
         columns: list[MetricColumn] = []
-        if any(m in OVERLAP for m in wanted):
+        if any(m in OVERLAP for m in wanted) or config.judge is not None:  # the judge reads them
             task = bar.add_task(f"generating ({label})", total=len(records))
             decoding = Decoding(config.max_new_tokens, config.temperature, config.batch_size)
             answers = engine.generate([r[:-1] for r in records], decoding,
                                       lambda n: bar.advance(task, n))  # fmt: skip
             references = [r[-1]["content"] for r in records]
-            columns += overlap_columns([m for m in wanted if m in OVERLAP], answers, references)
+            overlap = [m for m in wanted if m in OVERLAP]
+            if overlap:
+                columns += overlap_columns(overlap, answers, references)
         if any(m in LIKELIHOOD for m in wanted):
             task = bar.add_task(f"scoring references ({label})", total=len(records))
             nll = engine.answer_nll(records, lambda n: bar.advance(task, n))

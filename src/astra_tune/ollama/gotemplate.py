@@ -208,6 +208,14 @@ def _parse_list(
             otherwise = None
             index = _expect(items, index, line, word)
             if _keyword(items[index][1]) == "else":
+                chained = items[index][1][4:].strip()
+                if chained:
+                    here = items[index][2]
+                    raise TemplateError(
+                        f"{{{{else {chained}}}}} (line {here}) is not supported; nest it "
+                        f"inside {{{{else}}}} instead",
+                        where=f"line {here}",
+                    )
                 otherwise, index = _parse_list(items, index + 1, source, ("end",), opener)
                 index = _expect(items, index, line, word)
             cls = Range if word == "range" else With

@@ -8,7 +8,6 @@ and the content.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,13 +81,21 @@ class Modelfile:
 
 
 def _value(text: str) -> str:
-    return json.dumps(text) if (not text or text != text.strip() or "\n" in text) else text
+    return quote(text) if (not text or text != text.strip() or "\n" in text) else text
+
+
+def quote(text: str) -> str:
+    """A value as Ollama's parser reads it back: it strips quotes and unescapes nothing,
+    so text goes in verbatim, in \"\"\" when it holds a quote or a line break."""
+    if '"' not in text and "\n" not in text:
+        return f'"{text}"'
+    return _block(text)
 
 
 def _block(text: str) -> str:
-    if '"""' in text:
+    if '"""' in text or text.endswith('"'):
         raise ModelfileError(
-            'a Modelfile value cannot contain """',
+            'a Modelfile value cannot contain """ or end with "',
             fix="remove the triple quote from the text",
         )
     return f'"""{text}"""'
@@ -98,7 +105,7 @@ def _parameter_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value)
+        return quote(value)
     return str(value)
 
 
@@ -142,12 +149,10 @@ def parse_parameter(name: str, raw: Any, where: str, noun: str = "parameter") ->
 
 
 def _unquote(text: str) -> str:
+    # Ollama strips the quotes and keeps everything between them as written.
     text = text.strip()
     if len(text) >= 2 and text[0] == text[-1] == '"':
-        try:
-            return str(json.loads(text))
-        except json.JSONDecodeError:
-            return text[1:-1]
+        return text[1:-1]
     return text
 
 
@@ -178,7 +183,25 @@ def parse(text: str, source: str = "Modelfile") -> Modelfile:
         if command == "parameter" or command == "message":
             head, _, rest = rest.partition(" ")
             rest = head + " " + rest.lstrip() if rest else head
-        if '"""' in rest:
+        opening = rest.partition(" ")[2].lstrip() if command in ("parameter", "message") else rest
+        if (
+            opening.startswith('"')
+            and not opening.startswith('"""')
+            and (len(opening) == 1 or not opening.endswith('"'))
+        ):
+            # A "…" value that goes on over the next lines, up to a line ending in ".
+            while True:
+                if index >= len(lines):
+                    raise ModelfileError(
+                        "a quoted value is never closed",
+                        where=f"{source}:{number}",
+                        fix='end the value with "',
+                    )
+                rest += "\n" + lines[index]
+                index += 1
+                if lines[index - 1].rstrip().endswith('"'):
+                    break
+        elif '"""' in rest:
             start = rest.index('"""')
             body = rest[start + 3 :]
             while '"""' not in body:

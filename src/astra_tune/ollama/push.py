@@ -138,8 +138,9 @@ def _check(
     problems = []
     if template is not None and (shown.template or "") != template:
         problems.append("its TEMPLATE differs from the one sent")
-    # The client's ShowResponse has no `system` field; the Modelfile Ollama shows has it.
-    if system and f'SYSTEM """{system}"""' not in (shown.modelfile or ""):
+    # The client's ShowResponse has no `system` field; the Modelfile Ollama shows has it,
+    # quoted as Ollama likes (bare, "…" or """…"""), so look for the text itself.
+    if system and system not in (shown.modelfile or ""):
         problems.append("its SYSTEM differs from the one sent")
     parameters = shown.parameters or ""
     missing = [s for s in stops if s not in parameters]

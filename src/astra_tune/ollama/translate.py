@@ -64,7 +64,9 @@ class Translation:
     def modelfile_lines(self) -> str:
         """The TEMPLATE block and its PARAMETER stop lines, in Modelfile syntax."""
         lines = [f'TEMPLATE """{self.template}"""']
-        lines += [f"PARAMETER stop {json.dumps(stop)}" for stop in self.stops]
+        from astra_tune.ollama.modelfile import quote
+
+        lines += [f"PARAMETER stop {quote(stop)}" for stop in self.stops]
         return "\n".join(lines) + "\n"
 
 

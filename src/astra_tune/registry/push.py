@@ -99,10 +99,14 @@ def request_from_gguf(path: Path, name: str) -> PushRequest:
     return PushRequest(name, layers, ollama_config(facts, quant), summary)
 
 
-def request_from_run(run_dir: Path, name: str) -> PushRequest:
-    """A run's exported GGUFs (and adapter), template, stops, system prompt and lineage."""
-    export = run_dir / "export"
-    files = sorted(export.glob("*.gguf")) if export.is_dir() else []
+def request_from_run(run_dir: Path, name: str, files: list[Path] | None = None) -> PushRequest:
+    """A run's exported GGUFs (and adapter), template, stops, system prompt and lineage.
+
+    `files`: exactly these GGUFs (what the last export wrote); default: all in RUN/export.
+    """
+    export = files[0].parent if files else run_dir / "export"
+    if files is None:
+        files = sorted(export.glob("*.gguf")) if export.is_dir() else []
     if not files:
         raise ModelError(
             f"{run_dir} has no exported GGUF files",

@@ -190,29 +190,10 @@ def parse(text: str, source: str = "Modelfile") -> Modelfile:
             and (len(opening) == 1 or not opening.endswith('"'))
         ):
             # A "…" value that goes on over the next lines, up to a line ending in ".
-            while True:
-                if index >= len(lines):
-                    raise ModelfileError(
-                        "a quoted value is never closed",
-                        where=f"{source}:{number}",
-                        fix='end the value with "',
-                    )
-                rest += "\n" + lines[index]
-                index += 1
-                if lines[index - 1].rstrip().endswith('"'):
-                    break
+            rest, index = _read_on(lines, index, rest, '"', source, number)
         elif '"""' in rest:
             start = rest.index('"""')
-            body = rest[start + 3 :]
-            while '"""' not in body:
-                if index >= len(lines):
-                    raise ModelfileError(
-                        'a """ block is never closed',
-                        where=f"{source}:{number}",
-                        fix='end the value with """',
-                    )
-                body += "\n" + lines[index]
-                index += 1
+            body, index = _read_on(lines, index, rest[start + 3 :], '"""', source, number)
             value, _, after = body.partition('"""')
             if after.strip():
                 raise ModelfileError(
@@ -222,6 +203,26 @@ def parse(text: str, source: str = "Modelfile") -> Modelfile:
             rest = rest[:start] + "\x00" + value
         commands.append((command, rest, number))
     return _build(commands, source)
+
+
+def _read_on(
+    lines: list[str], index: int, text: str, mark: str, source: str, number: int
+) -> tuple[str, int]:
+    """`text` continued over the following lines until its closing `mark`."""
+
+    def closed(value: str) -> bool:
+        return value.rstrip().endswith('"') if mark == '"' else '"""' in value
+
+    while not closed(text) or (mark == '"' and text.count("\n") == 0):
+        if index >= len(lines):
+            raise ModelfileError(
+                f"a {mark} value is never closed",
+                where=f"{source}:{number}",
+                fix=f"end the value with {mark}",
+            )
+        text += "\n" + lines[index]
+        index += 1
+    return text, index
 
 
 def _build(commands: list[tuple[str, str, int]], source: str) -> Modelfile:

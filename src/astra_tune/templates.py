@@ -84,7 +84,11 @@ def _assistant_spans(
                 "grows, so the assistant turns cannot be located for the loss mask",
                 fix="set train_on_prompt: true, or use a template that is prefix-stable",
             )
-        segment = upto[len(before) :]
-        cut = segment.rfind(eos) + len(eos) if eos and eos in segment else len(segment.rstrip())
-        spans.append((len(before), len(before) + cut))
+        spans.append((len(before), len(before) + answer_length(upto[len(before) :], eos)))
     return spans
+
+
+def answer_length(segment: str, eos: str) -> int:
+    """How much of the text an assistant turn adds is its answer: up to and including the
+    last end-of-turn token, else everything but trailing whitespace."""
+    return segment.rfind(eos) + len(eos) if eos and eos in segment else len(segment.rstrip())

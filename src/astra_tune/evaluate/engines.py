@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from astra_tune.errors import DataError, ModelError
 from astra_tune.progress import quiet_llama_logs
+from astra_tune.templates import answer_length
 
 Message = dict[str, str]
 Render = Callable[[Sequence[Message], bool], str]
@@ -55,9 +56,7 @@ def answer_text_span(render: Render, messages: Sequence[Message], eot: str) -> t
             "the answer's tokens cannot be located",
             fix="evaluate with a prefix-stable chat template",
         )
-    segment = full[len(prompt) :]
-    cut = segment.rfind(eot) + len(eot) if eot and eot in segment else len(segment.rstrip())
-    return prompt, full[: len(prompt) + cut]
+    return prompt, full[: len(prompt) + answer_length(full[len(prompt) :], eot)]
 
 
 def open_engine(spec: str) -> Engine:

@@ -173,7 +173,7 @@ class LlamaCppChat:
         from llama_cpp import Llama
 
         if lora is not None:
-            from astra_tune.export.lora import check_adapter_file
+            from astra_tune.models.gguf_meta import check_adapter_file
 
             check_adapter_file(lora, gguf_path)
         try:

@@ -1,14 +1,32 @@
 """The one exception hierarchy for problems a user can fix.
 
-    AstraError            a user-facing problem: what is wrong, where, how to fix it
-     ├── ConfigError      a recipe or command-line option is invalid (may hold many problems)
-     ├── ModelError       a model cannot be found, downloaded, converted or loaded
-     ├── DataError        a data source cannot be read, or its records make no sense
-     ├── DependencyError  a required package or system piece is missing
-     └── VerificationError  an output was written but failed its checks (exit 1)
+    AstraError                    a user-facing problem: what is wrong, where, how to fix it
+     ├── ConfigError              a recipe or command-line option is invalid (many problems)
+     ├── ModelError               a model cannot be found, downloaded, converted or loaded
+     │    └── ModelNotServedError   serve/catalog.py: a request names a model not served
+     ├── DataError                a data source cannot be read, or its records make no sense
+     ├── DependencyError          a required package or system piece is missing
+     ├── VerificationError        an output was written but failed its checks (exit 1)
+     ├── RegistryError            registry/store.py: a registry operation cannot be done
+     │    └── VersionNotFoundError  a name, version or alias the registry does not hold
+     ├── BlobError                registry/blobs.py: a blob is missing or damaged
+     ├── ModelfileError           ollama/modelfile.py: a Modelfile or parameter is invalid
+     ├── TemplateError            ollama/gotemplate.py: a Go template does not parse or run
+     ├── TranslationError         ollama/translate.py: a chat template has no faithful TEMPLATE
+     ├── PushError                ollama/push.py: an Ollama server refused a push
+     ├── ClientError              client.py: our HTTP client got an error answer
+     ├── UpstreamError            serve/upstream.py: a forwarded request failed upstream
+     ├── QueueFullError           serve/engine.py: a model's queue is full (429)
+     ├── PromptTooLongError       serve/engine.py: the prompt does not fit the context
+     ├── EmptyPromptError         serve/engine.py: the prompt encodes to no tokens
+     ├── ConversationRefusedError serve/engine.py: the chat template refuses the messages
+     ├── EngineError              serve/engine.py: llama.cpp failed on a checked request
+     ├── BadRequestError          serve/errors.py: a request the server cannot do as asked
+     └── ShuttingDownError        serve/errors.py: the server is draining (503)
 
 The CLI prints an `AstraError` as one message without a traceback and exits with
-`exit_code`. Anything else is a bug and keeps its traceback.
+`exit_code`. Anything else is a bug and keeps its traceback. The server answers each
+with the HTTP status that `serve/errors.py` maps its type to.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from rich.console import Console
 from astra_tune.atomic import write_text
 from astra_tune.errors import ConfigError
 from astra_tune.recipe import Recipe
+from astra_tune.runs import RunLayout
 
 STAGES = ("data", "train", "eval", "export", "push")
 
@@ -98,17 +99,16 @@ def run_pipeline(
     console: Console | None = None,
 ) -> RunResult:
     """Run the recipe's stages in order, skipping those whose inputs are unchanged."""
-    from astra_tune.train.run import run_dir_of
-
     for name in (start, until, *force):
         if name is not None and name not in STAGES:
             raise ConfigError(f"unknown stage {name!r}", fix=f"stages: {', '.join(STAGES)}")
     first = STAGES.index(start) if start else 0
     last = STAGES.index(until) if until else len(STAGES) - 1
-    run_dir = run_dir_of(recipe)
-    state = _State(run_dir / "pipeline.json")
+    layout = RunLayout.for_recipe(recipe)
+    run_dir = layout.root
+    state = _State(layout.pipeline_file)
     out = console or Console(stderr=True)
-    context = _Context(recipe, run_dir, state, out)
+    context = _Context(recipe, layout, state, out)
     reports: list[StageReport] = []
     for index, name in enumerate(STAGES):
         stage = _STAGES[name]
@@ -156,21 +156,9 @@ def run_pipeline(
 @dataclass
 class _Context:
     recipe: Recipe
-    run_dir: Path
+    layout: RunLayout
     state: _State
     console: Console
-
-    @property
-    def prepared(self) -> Path:
-        return self.run_dir / "prepared"
-
-    @property
-    def test_split(self) -> Path:
-        data = self.recipe.train.data_dir
-        return (Path(data) if data else self.prepared) / "test.jsonl"
-
-    def trained(self) -> Path:
-        return self.run_dir / ("model" if self.recipe.train.method == "full" else "adapter")
 
 
 @dataclass(frozen=True)
@@ -202,11 +190,11 @@ def _data_run(c: _Context, inputs: str) -> StageReport:
 
     from astra_tune.data.prepare import prepare_data
 
-    if c.prepared.exists():
-        shutil.rmtree(c.prepared)  # prepared from other inputs: make it again
-    result = prepare_data(c.recipe.data, c.prepared, base_model=c.recipe.base_model,
+    if c.layout.prepared.exists():
+        shutil.rmtree(c.layout.prepared)  # prepared from other inputs: make it again
+    result = prepare_data(c.recipe.data, c.layout.prepared, base_model=c.recipe.base_model,
                           seed=c.recipe.seed, console=c.console)  # fmt: skip
-    files = sorted(str(p) for p in c.prepared.glob("*.jsonl"))
+    files = sorted(str(p) for p in c.layout.prepared.glob("*.jsonl"))
     counts = ", ".join(f"{k} {v}" for k, v in result.counts.items())
     return StageReport("data", "ran", artifacts=files, figures={"records": counts})
 
@@ -215,7 +203,7 @@ def _data_run(c: _Context, inputs: str) -> StageReport:
 
 
 def _train_inputs(c: _Context) -> str | None:
-    data = Path(c.recipe.train.data_dir) if c.recipe.train.data_dir else c.prepared
+    data = c.layout.data
     if not (data / "train.jsonl").is_file():
         return _hash("train", "data not prepared yet", c.recipe.train.model_dump(mode="json"))
     settings = c.recipe.train.model_dump(mode="json", exclude={"output_dir"})
@@ -227,13 +215,13 @@ def _train_run(c: _Context, inputs: str) -> StageReport:
     from astra_tune.train.run import last_checkpoint, train_model
 
     running = c.state.data.get("previous_train_fingerprint")
-    checkpoint = last_checkpoint(c.run_dir)
+    checkpoint = last_checkpoint(c.layout)
     resume = checkpoint is not None and running == inputs
     if checkpoint is not None and not resume:
         import shutil
 
         # Checkpoints of other inputs (a changed recipe or data) cannot be continued.
-        shutil.rmtree(c.run_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(c.layout.checkpoints, ignore_errors=True)
     c.state.data["previous_train_fingerprint"] = inputs
     c.state.save()
     recipe = c.recipe.model_copy(
@@ -256,11 +244,11 @@ def _train_run(c: _Context, inputs: str) -> StageReport:
 
 
 def _eval_inputs(c: _Context) -> str | None:
-    test = c.test_split
-    if not test.is_file() or not test.stat().st_size or not c.trained().exists():
-        return None if c.trained().exists() else _hash("eval", "not trained yet")
+    test = c.layout.test
+    if not test.is_file() or not test.stat().st_size or not c.layout.trained.exists():
+        return None if c.layout.trained.exists() else _hash("eval", "not trained yet")
     return _hash("eval", c.recipe.eval.model_dump(mode="json", exclude={"after_training"}),
-                 c.state.tree_hash(c.trained()), c.state.tree_hash(test))  # fmt: skip
+                 c.state.tree_hash(c.layout.trained), c.state.tree_hash(test))  # fmt: skip
 
 
 def _needs(path: Path, stage: str, earlier: str) -> None:
@@ -276,12 +264,12 @@ def _eval_run(c: _Context, inputs: str) -> StageReport:
     from astra_tune.evaluate.stage import default_against, evaluate_model
     from astra_tune.progress import progress_bar
 
-    _needs(c.trained(), "eval", "train")
+    _needs(c.layout.trained, "eval", "train")
 
     with progress_bar(console=c.console) as bar:
         result = evaluate_model(
-            str(c.trained()), c.test_split, c.recipe.eval,
-            against=default_against(str(c.trained())), out_dir=c.run_dir / "eval", progress=bar,
+            str(c.layout.trained), c.layout.test, c.recipe.eval,
+            against=default_against(str(c.layout.trained)), out_dir=c.layout.eval_dir, progress=bar,
         )  # fmt: skip
     figures = {}
     for comparison in result.comparisons:
@@ -290,7 +278,7 @@ def _eval_run(c: _Context, inputs: str) -> StageReport:
             f"{comparison.model.value:.2f} vs {comparison.against.value:.2f} "
             f"({d.value:+.2f} [{d.low:+.2f}, {d.high:+.2f}])"
         )
-    report = str(c.run_dir / "eval" / "report.html")
+    report = str(c.layout.eval_dir / "report.html")
     return StageReport("eval", "ran", artifacts=[report], figures=figures)
 
 
@@ -298,10 +286,10 @@ def _eval_run(c: _Context, inputs: str) -> StageReport:
 
 
 def _export_inputs(c: _Context) -> str | None:
-    if not c.trained().exists():
+    if not c.layout.trained.exists():
         return _hash("export", "not trained yet")
     return _hash("export", c.recipe.export.model_dump(mode="json"),
-                 c.state.tree_hash(c.trained()))  # fmt: skip
+                 c.state.tree_hash(c.layout.trained))  # fmt: skip
 
 
 def _export_run(c: _Context, inputs: str) -> StageReport:
@@ -309,10 +297,10 @@ def _export_run(c: _Context, inputs: str) -> StageReport:
     from astra_tune.export.stage import export_model
     from astra_tune.progress import progress_bar
 
-    _needs(c.trained(), "export", "train")
+    _needs(c.layout.trained, "export", "train")
 
     with progress_bar(console=c.console) as bar:
-        result = export_model(str(c.run_dir), c.recipe.export, progress=bar)
+        result = export_model(str(c.layout.root), c.recipe.export, progress=bar)
     if not result.passed:
         failed = [r.file for r in result.reports if not r.passed]
         raise VerificationError(f"exported files failed verification: {', '.join(failed)}",
@@ -357,12 +345,12 @@ def _push_run(c: _Context, inputs: str) -> StageReport:
     if not ggufs:
         raise ConfigError(
             "the push stage needs the GGUF files the export stage writes",
-            where=str(c.run_dir),
+            where=str(c.layout.root),
             fix="run from an earlier stage (--from export), or without --from",
         )
     name = c.recipe.registry.name or c.recipe.name
     registry = Registry()
-    pushed = registry.push(request_from_run(c.run_dir, name, ggufs))
+    pushed = registry.push(request_from_run(c.layout.root, name, ggufs))
     reference = f"{pushed.name}:{pushed.version}"
     for alias in c.recipe.registry.aliases:
         registry.tag(reference, alias, reason="astra run")

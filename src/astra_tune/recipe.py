@@ -305,7 +305,7 @@ class ExportConfig(Section):
     @field_validator("quant")
     @classmethod
     def _check_quant(cls, value: list[str]) -> list[str]:
-        from astra_tune.export.quantize import parse_types
+        from astra_tune.models.gguf_types import parse_types
 
         try:
             return parse_types(value)
@@ -399,6 +399,13 @@ class Recipe(Section):
         except AstraError as exc:
             # pydantic turns ValueError into a field error at this path; keep our fix text.
             raise ValueError(f"{exc.what}" + (f"; {exc.fix}" if exc.fix else "")) from exc
+
+
+def describe(section: type[BaseModel], name: str, suffix: str = "") -> str:
+    """A field's one-line description, for CLI help that sets the same option."""
+    description = section.model_fields[name].description
+    assert description, f"{section.__name__}.{name} has no description"
+    return description + (f" {suffix}" if suffix else "")
 
 
 def run_recipe(spec: str) -> Recipe | None:

@@ -227,7 +227,8 @@ def test_adapter_for_another_base_is_refused_before_llama_cpp(
     from transformers import AutoTokenizer
 
     from astra_tune.export.convert import write_gguf
-    from astra_tune.export.lora import check_adapter_file, write_adapter_gguf
+    from astra_tune.export.lora import write_adapter_gguf
+    from astra_tune.models.gguf_meta import check_adapter_file
     from astra_tune.models.tiny import TinyConfig, build_tiny_model
 
     source = find_source(str(tiny_lora_run.run_dir))

@@ -10,7 +10,8 @@ from transformers import AutoTokenizer
 
 from astra_tune.errors import ConfigError, ModelError
 from astra_tune.export.convert import write_gguf
-from astra_tune.export.quantize import parse_types, quantize
+from astra_tune.export.quantize import quantize
+from astra_tune.models.gguf_types import parse_types
 
 
 def test_parse_types_normalizes_and_refuses() -> None:

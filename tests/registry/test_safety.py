@@ -28,7 +28,8 @@ for path in sys.argv[3:]:
 PUSH_BIG = """
 import sys
 from pathlib import Path
-from astra_tune.registry.store import Layer, PushRequest, Registry
+from astra_tune.registry.layers import Layer
+from astra_tune.registry.store import PushRequest, Registry
 Registry(Path(sys.argv[1])).push(
     PushRequest("big", [Layer("model", Path(sys.argv[2]))], {"model_format": "gguf"}, {})
 )

@@ -47,3 +47,44 @@ def test_create_copy_delete(tiny_gguf_file: Path, tmp_path: Path) -> None:
         assert "missing" in caught.value.error
     finally:
         stop(server)
+
+
+def test_equal_parameters_share_one_params_blob(tiny_gguf_file: Path, tmp_path: Path) -> None:
+    """/api/create and `astra modelfile` build their layers in one place: same bytes."""
+    from astra_tune.registry.layers import KIND_OF
+    from astra_tune.registry.store import Registry
+    from tests.cli_runner import run_astra
+
+    home = tmp_path / "home"
+    server = start_server(tiny_gguf_file, env={"ASTRA_HOME": str(home)})
+    try:
+        client = ollama.Client(host=server.url)
+        digest = client.create_blob(tiny_gguf_file)
+        client.create(model="via-api", files={"tiny.gguf": digest},
+                      parameters={"top_k": 12, "temperature": 0.3})  # fmt: skip
+    finally:
+        stop(server)
+    made = run_astra(
+        "modelfile", str(tiny_gguf_file), "--name", "via-cli",
+        "--param", "top_k=12", "--param", "temperature=0.3",
+        "-o", str(tmp_path / "Modelfile"), env={"ASTRA_HOME": str(home)},
+    )  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+
+    def params_blob(name: str) -> tuple[str, dict[str, object]]:
+        version = Registry(home / "registry").resolve(name)
+        layers = [
+            layer
+            for layer in version.manifest["layers"]
+            if KIND_OF[layer["mediaType"]] == "params"
+        ]
+        assert len(layers) == 1
+        return layers[0]["digest"], version.params
+
+    api_digest, api_params = params_blob("via-api")
+    cli_digest, cli_params = params_blob("via-cli")
+    assert api_params == cli_params == {
+        "stop": api_params["stop"], "temperature": 0.3, "top_k": 12,
+    }  # fmt: skip
+    assert api_params["stop"]  # the model's own end-of-turn marker came along
+    assert api_digest == cli_digest

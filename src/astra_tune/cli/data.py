@@ -12,7 +12,14 @@ from rich.table import Table
 from rich.text import Text
 
 from astra_tune.errors import ConfigError
-from astra_tune.recipe import Recipe, load_recipe, validate_recipe
+from astra_tune.recipe import (
+    DataConfig,
+    Recipe,
+    SplitConfig,
+    describe,
+    load_recipe,
+    validate_recipe,
+)
 from astra_tune.templates import RenderedChat
 
 app = typer.Typer(help="Data: prepare sources into train/val/test, inspect the result.",
@@ -31,13 +38,13 @@ def prepare(
         None, "--map", help="canonical=column, e.g. --map instruction=question (repeatable)."
     ),
     system_prompt: str | None = typer.Option(
-        None, "--system-prompt", help="System turn for records without one."
+        None, "--system-prompt", help=describe(DataConfig, "system_prompt")
     ),
     skip_bad_lines: bool = typer.Option(
-        False, "--skip-bad-lines", help="Skip and count malformed lines instead of failing."
+        False, "--skip-bad-lines", help=describe(DataConfig, "skip_bad_lines")
     ),
-    val: float | None = typer.Option(None, "--val", help="Share of records for validation."),
-    test: float | None = typer.Option(None, "--test", help="Share of records for test."),
+    val: float | None = typer.Option(None, "--val", help=describe(SplitConfig, "val")),
+    test: float | None = typer.Option(None, "--test", help=describe(SplitConfig, "test")),
     seed: int | None = typer.Option(None, "--seed", help="Seed for the split."),
     model: str | None = typer.Option(
         None, "--model", help="Base model whose tokenizer counts tokens."

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import typer
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from astra_tune.errors import ConfigError
+from astra_tune.recipe import EvalConfig, describe
 
 
 def eval_command(
@@ -27,11 +27,15 @@ def eval_command(
         None, "--against", help="Model to compare with (default for a run: its base; 'none')."
     ),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output directory."),
-    samples: int | None = typer.Option(None, "--samples", "-n", help="Evaluate the first N."),
-    metrics: str | None = typer.Option(
-        None, "--metrics", help="Comma-separated, e.g. rougeL,bleu,perplexity (default: all)."
+    samples: int | None = typer.Option(
+        None, "--samples", "-n", help=describe(EvalConfig, "samples")
     ),
-    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Answer length."),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help=describe(EvalConfig, "metrics", "Comma-separated.")
+    ),
+    max_new_tokens: int | None = typer.Option(
+        None, "--max-new-tokens", help=describe(EvalConfig, "max_new_tokens")
+    ),
     judge_url: str | None = typer.Option(
         None, "--judge-url", help="OpenAI-compatible base URL of an LLM judge."
     ),
@@ -68,13 +72,10 @@ def _evaluate(
     judge_url: str | None,
     judge_model: str | None,
 ) -> None:
-    from astra_tune.evaluate.stage import default_against, evaluate_model
-    from astra_tune.home import astra_home
+    from astra_tune.evaluate.stage import evaluate_model, plan_evaluation
     from astra_tune.progress import progress_bar
-    from astra_tune.recipe import EvalConfig, JudgeConfig, run_recipe
+    from astra_tune.recipe import JudgeConfig
 
-    recipe = run_recipe(spec)
-    config = recipe.eval if recipe is not None else EvalConfig()
     changes: dict[str, object] = {}
     if samples is not None:
         changes["samples"] = samples
@@ -86,31 +87,12 @@ def _evaluate(
         if not (judge_url and judge_model):
             raise ConfigError("a judge needs both --judge-url and --judge-model", where="--judge")
         changes["judge"] = JudgeConfig(base_url=judge_url, model=judge_model)
-    if changes:
-        config = EvalConfig.model_validate({**config.model_dump(), **changes})
-    run_dir = None
-    if recipe is not None:  # SPEC is a run directory or its adapter/ or model/ inside
-        given = Path(spec).expanduser()
-        run_dir = given if (given / "recipe.yaml").is_file() else given.parent
-    if data is None:
-        test = run_dir / "prepared" / "test.jsonl" if run_dir is not None else None
-        if test is None or not test.is_file():
-            raise ConfigError(
-                "no evaluation data", where="--data",
-                fix="pass --data FILE.jsonl (chat records; the last turn is the reference)",
-            )  # fmt: skip
-        data = test
-    other = default_against(spec) if against is None else against
-    if other is not None and other.lower() == "none":
-        other = None
-    if output is None:
-        if run_dir is not None:
-            output = run_dir / "eval"
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            output = astra_home() / "evals" / f"{Path(spec).name or 'model'}-{stamp}"
+    plan = plan_evaluation(spec, data=data, against=against, out_dir=output, changes=changes)
     with progress_bar() as bar:
-        result = evaluate_model(spec, data, config, against=other, out_dir=output, progress=bar)
+        result = evaluate_model(
+            plan.spec, plan.data, plan.config, against=plan.against, out_dir=plan.out_dir,
+            progress=bar,
+        )  # fmt: skip
     Console().print(_table(result))
     if result.judge is not None:
         j = result.judge.to_json()
@@ -122,7 +104,7 @@ def _evaluate(
         )
     Console().print(
         f"[green]evaluated:[/] {len(result.records)} examples in {result.seconds:.0f} s; "
-        f"{output / 'report.html'}, scores.json, samples.jsonl",
+        f"{plan.out_dir / 'report.html'}, scores.json, samples.jsonl",
         highlight=False,
     )
 

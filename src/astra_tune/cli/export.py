@@ -10,7 +10,7 @@ from rich.table import Table
 
 from astra_tune.cli.output import human_bytes
 from astra_tune.errors import ConfigError, VerificationError
-from astra_tune.recipe import ExportConfig
+from astra_tune.recipe import ExportConfig, describe
 
 
 def export(
@@ -21,25 +21,24 @@ def export(
         None,
         "--quant",
         "-q",
-        help="Comma-separated GGUF types, e.g. f16,q8_0,q4_k_m (default: the run's recipe, "
-        "else f16,q8_0,q4_k_m).",
+        help=describe(ExportConfig, "quant", "Comma-separated (default: the run's recipe)."),
     ),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Directory for the files (default: RUN_DIR/export)."
+        None, "-o", "--output", help=describe(ExportConfig, "output_dir")
     ),
     adapter_only: bool = typer.Option(
-        False, "--adapter-only", help="LoRA runs: adapter GGUF + base GGUFs, no merge."
+        False, "--adapter-only", help=describe(ExportConfig, "adapter_only")
     ),
     no_verify: bool = typer.Option(
-        False, "--no-verify", help="Skip loading each file in llama.cpp to compare."
+        False, "--no-verify", help="Skip: " + describe(ExportConfig, "verify")
     ),
     tokenizer_pre: str | None = typer.Option(
-        None, "--tokenizer-pre", help="Force llama.cpp's pre-tokenizer name (e.g. llama-bpe)."
+        None, "--tokenizer-pre", help=describe(ExportConfig, "tokenizer_pre")
     ),
 ) -> None:
     """Merge, convert to GGUF, quantize with llama.cpp, and verify every file against PyTorch."""
-    from astra_tune.export.quantize import parse_types
     from astra_tune.export.stage import export_model
+    from astra_tune.models.gguf_types import parse_types
     from astra_tune.progress import progress_bar
 
     config = _config(spec)

@@ -165,8 +165,8 @@ def import_gguf(
 ) -> None:
     """Register a downloaded GGUF: read its metadata, write its Modelfile, store it."""
     from astra_tune.cli.output import human_bytes
+    from astra_tune.models.gguf_meta import gguf_facts
     from astra_tune.ollama.create import modelfile_for_gguf
-    from astra_tune.registry.push import gguf_facts
 
     if not path.is_file() or path.suffix.lower() != ".gguf":
         raise ConfigError(f"{path} is not a .gguf file", where="FILE", fix="check the path")

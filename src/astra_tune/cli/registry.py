@@ -76,7 +76,7 @@ def show(
     reference: str = typer.Argument(..., help="NAME[:VERSION|ALIAS] (default :latest)."),
 ) -> None:
     """Files, quantizations, lineage (data hashes, hyperparameters) and metrics of a version."""
-    from astra_tune.registry.store import KIND_OF
+    from astra_tune.registry.layers import KIND_OF, QUANTIZATION, annotation
 
     version = _registry().resolve(reference)
     console = Console()
@@ -90,10 +90,9 @@ def show(
     for column in ("layer", "quantization", "size", "digest"):
         files.add_column(column)
     for layer in version.manifest["layers"]:
-        notes = layer.get("annotations", {})
         files.add_row(
             KIND_OF.get(layer["mediaType"], layer["mediaType"]),
-            notes.get("org.astra.quantization", ""),
+            annotation(layer, QUANTIZATION) or "",
             human_bytes(layer["size"]),
             layer["digest"][:19] + "…",
         )
@@ -262,7 +261,7 @@ def export(
     quant: str | None = typer.Option(None, "--quant", help="Model file the Modelfile uses."),
 ) -> None:
     """Copy a version's files out, with a Modelfile for `ollama create`."""
-    from astra_tune.registry.files import export_version
+    from astra_tune.ollama.files import export_version
 
     written = export_version(_registry(), reference, directory, quant=quant)
     Console().print("\n".join(str(p) for p in written), highlight=False)

@@ -91,8 +91,8 @@ def quickstart(
     from astra_tune.chat import GenerationOptions, LlamaCppChat
     from astra_tune.pipeline import run_pipeline
     from astra_tune.recipe import load_recipe
-    from astra_tune.registry.files import pick_quantization
-    from astra_tune.registry.store import Registry
+    from astra_tune.registry.store import Registry, pick_quantization
+    from astra_tune.runs import RunLayout
 
     recipe_path = write_quickstart_recipe(directory.expanduser().resolve())
     Console(stderr=True).print(
@@ -106,7 +106,7 @@ def quickstart(
         return
     version = Registry().resolve(result.reference)
     gguf = version.models[pick_quantization(version, None)]
-    test = result.run_dir / "prepared" / "test.jsonl"
+    test = RunLayout.for_recipe(recipe).test
     record = json.loads(test.read_text(encoding="utf-8").splitlines()[0])
     messages = record["messages"][:-1]
     chat = LlamaCppChat(gguf)

@@ -31,11 +31,7 @@ def serve(
     """Serve models over the OpenAI (/v1) and Ollama (/api) APIs, with /metrics and /health."""
     import uvicorn
 
-    from astra_tune.registry.store import Registry
-    from astra_tune.serve.app import ServerState, create_app
-    from astra_tune.serve.catalog import build_catalog
-    from astra_tune.serve.engine import EnginePool
-    from astra_tune.serve.metrics import ServerMetrics
+    from astra_tune.serve.app import build_server, create_app
     from astra_tune.serve.settings import load_settings
 
     settings = load_settings(
@@ -51,23 +47,8 @@ def serve(
             "n_ctx": n_ctx,
         },
     )
-    registry = Registry()
-    catalog = build_catalog(settings.models, registry, settings.upstreams)
-    pool = EnginePool(
-        max_loaded=settings.max_loaded,
-        keep_alive=settings.keep_alive,
-        n_ctx=settings.n_ctx,
-        n_threads=settings.n_threads,
-        max_queue=settings.max_queue,
-    )
-    state = ServerState(
-        settings=settings,
-        catalog=catalog,
-        pool=pool,
-        metrics=ServerMetrics(),
-        registry=registry,
-        key_hashes=settings.key_hashes(),
-    )
+    state = build_server(settings)
+    catalog = state.catalog
     names = ", ".join(m.name for m in catalog.all()) or "(none: push one with astra registry push)"
     Console(stderr=True).print(
         f"serving {names}\n  OpenAI: http://{settings.host}:{settings.port}/v1  "

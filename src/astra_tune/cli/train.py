@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from astra_tune.recipe import load_recipe
+from astra_tune.recipe import TrainConfig, describe, load_recipe
 
 
 def train(
@@ -17,7 +17,7 @@ def train(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
     truncate_ok: bool = typer.Option(
-        False, "--truncate-ok", help="Train on examples whose answer is cut at max_seq_len."
+        False, "--truncate-ok", help=describe(TrainConfig, "truncate_ok")
     ),
 ) -> None:
     """Fine-tune the recipe's base model (LoRA, QLoRA or full) on its prepared data."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from astra_tune.data.sources import DOCUMENT_SUFFIXES, Row, label, read_text
+from astra_tune.data.rows import DOCUMENT_SUFFIXES, Row, label, read_text
 
 QUESTION_WORDS = (
     "how", "what", "why", "when", "where", "who", "which", "can", "could", "does", "do",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress
 
 from astra_tune.atomic import staged_dir
 from astra_tune.data.clean import Cleaner
@@ -99,67 +100,12 @@ def prepare_data(
         )
     pool = _Pool()
     stats = ReadStats()
-    per_source: list[dict[str, Any]] = []
+    record_filter = RecordFilter(config.filters)
     with progress_bar(console=console) as progress:
-        task = progress.add_task("reading sources", total=None, unit="rec")
-        for source in sources:
-            before = len(pool.records)
-            fmt = _read_source(source, config, pool, stats, lambda: progress.advance(task))
-            per_source.append(
-                {"path": source.path, "format": fmt, "records": len(pool.records) - before}
-            )
-        progress.update(task, total=len(pool.records), completed=len(pool.records))
-        if not pool.records:
-            raise DataError(
-                "the sources hold no records",
-                where=", ".join(s.path for s in sources),
-                fix="check that the files are not empty (or that --skip-bad-lines kept some)",
-            )
-
-        task = progress.add_task("cleaning and filtering", total=len(pool.records), unit="rec")
-        cleaner, record_filter = Cleaner(config.clean), RecordFilter(config.filters)
-        for index, record in enumerate(pool.records):
-            _add_system_prompt(record, config.system_prompt)
-            cleaner.record(record)
-            reason = record_filter.reason(record)
-            if reason is not None:
-                pool.drop(index, reason)
-            progress.advance(task)
-
-        # Records of different kinds (a chat and a preference pair on the same question)
-        # teach different things, so duplicates are only looked for within a kind.
-        kinds = [record_kind(record) for record in pool.records]
-        texts = [all_text(record) for record in pool.records]
-        clusters: list[dict[str, Any]] = []
-        if config.dedup.exact:
-            living = pool.living()
-            found = exact_duplicates([f"{kinds[i]}\x00{texts[i]}" for i in living])
-            _apply_clusters(pool, living, found.members, DUPLICATE_EXACT, clusters)
-        if config.dedup.near:
-            living = pool.living()
-            task = progress.add_task("near-duplicate search", total=len(living), unit="rec")
-            for kind in sorted(set(kinds)):
-                candidates = [i for i in living if kinds[i] == kind]
-                found = near_duplicates(
-                    texts,
-                    candidates,
-                    threshold=config.dedup.near_threshold,
-                    num_perm=config.dedup.num_perm,
-                    shingle_words=config.dedup.shingle_words,
-                )
-                _apply_clusters(pool, None, found.members, DUPLICATE_NEAR, clusters)
-                progress.advance(task, len(candidates))
-
-        task = progress.add_task("tokenizing", total=None, unit="rec")
-        tokenizer = load_tokenizer(base_model)
-        living = pool.living()
-        if record_filter.needs_tokens:
-            answers = count_tokens(tokenizer, [response_text(pool.records[i]) for i in living])
-            for index, reason in zip(living, record_filter.token_reasons(answers), strict=True):
-                if reason is not None:
-                    pool.drop(index, reason)
-        progress.update(task, total=len(living), completed=len(living))
-
+        per_source = _read_all(sources, config, pool, stats, progress)
+        _clean_and_filter(pool, config, record_filter, progress)
+        clusters = _deduplicate(pool, config, progress)
+        tokenizer = _drop_by_tokens(pool, record_filter, base_model, progress)
     living = pool.living()
     if not living:
         reason, count = pool.drops.most_common(1)[0]
@@ -174,7 +120,6 @@ def prepare_data(
             "no training records left after splitting",
             fix="lower data.split.val / data.split.test, or add data",
         )
-    lengths = _token_lengths(tokenizer, pool, splits)
     report = {
         "base_model": base_model,
         "seed": seed,
@@ -192,13 +137,96 @@ def prepare_data(
         },
         "contamination": contamination,
         "split": {"stratify": stratify, "counts": {name: len(splits[name]) for name in SPLITS}},
-        "tokens": lengths,
+        "tokens": _token_lengths(tokenizer, pool, splits),
         "languages": _languages(record_filter, pool, living),
         "config": config.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - started, 2),
     }
     _write(out_dir, pool, splits, report)
     return PrepareResult(out_dir, report["split"]["counts"], report)
+
+
+def _read_all(
+    sources: list[SourceConfig],
+    config: DataConfig,
+    pool: _Pool,
+    stats: ReadStats,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """Every source's records into the pool; what each source gave, for the report."""
+    per_source: list[dict[str, Any]] = []
+    task = progress.add_task("reading sources", total=None, unit="rec")
+    for source in sources:
+        before = len(pool.records)
+        fmt = _read_source(source, config, pool, stats, lambda: progress.advance(task))
+        count = len(pool.records) - before
+        per_source.append({"path": source.path, "format": fmt, "records": count})
+    progress.update(task, total=len(pool.records), completed=len(pool.records))
+    if not pool.records:
+        raise DataError(
+            "the sources hold no records",
+            where=", ".join(s.path for s in sources),
+            fix="check that the files are not empty (or that --skip-bad-lines kept some)",
+        )
+    return per_source
+
+
+def _clean_and_filter(
+    pool: _Pool, config: DataConfig, record_filter: RecordFilter, progress: Progress
+) -> None:
+    task = progress.add_task("cleaning and filtering", total=len(pool.records), unit="rec")
+    cleaner = Cleaner(config.clean)
+    for index, record in enumerate(pool.records):
+        _add_system_prompt(record, config.system_prompt)
+        cleaner.record(record)
+        reason = record_filter.reason(record)
+        if reason is not None:
+            pool.drop(index, reason)
+        progress.advance(task)
+
+
+def _deduplicate(pool: _Pool, config: DataConfig, progress: Progress) -> list[dict[str, Any]]:
+    """Drop exact, then near duplicates; the clusters found, for the report."""
+    # Records of different kinds (a chat and a preference pair on the same question)
+    # teach different things, so duplicates are only looked for within a kind.
+    kinds = [record_kind(record) for record in pool.records]
+    texts = [all_text(record) for record in pool.records]
+    clusters: list[dict[str, Any]] = []
+    if config.dedup.exact:
+        living = pool.living()
+        found = exact_duplicates([f"{kinds[i]}\x00{texts[i]}" for i in living])
+        _apply_clusters(pool, living, found.members, DUPLICATE_EXACT, clusters)
+    if config.dedup.near:
+        living = pool.living()
+        task = progress.add_task("near-duplicate search", total=len(living), unit="rec")
+        for kind in sorted(set(kinds)):
+            candidates = [i for i in living if kinds[i] == kind]
+            found = near_duplicates(
+                texts,
+                candidates,
+                threshold=config.dedup.near_threshold,
+                num_perm=config.dedup.num_perm,
+                shingle_words=config.dedup.shingle_words,
+            )
+            _apply_clusters(pool, None, found.members, DUPLICATE_NEAR, clusters)
+            progress.advance(task, len(candidates))
+    return clusters
+
+
+def _drop_by_tokens(
+    pool: _Pool, record_filter: RecordFilter, base_model: str, progress: Progress
+) -> Any:
+    """Apply the token-length filters with the base model's tokenizer (returned)."""
+    task = progress.add_task("tokenizing", total=None, unit="rec")
+    tokenizer = load_tokenizer(base_model)
+    living = pool.living()
+    if record_filter.needs_tokens:
+        answers = count_tokens(tokenizer, [response_text(pool.records[i]) for i in living])
+        for index, reason in zip(living, record_filter.token_reasons(answers), strict=True):
+            if reason is not None:
+                pool.drop(index, reason)
+    progress.update(task, total=len(living), completed=len(living))
+    return tokenizer
 
 
 def load_tokenizer(base_model: str) -> Any:

@@ -167,8 +167,8 @@ class LlamaCppEngine:
     def __init__(self, gguf: Path, n_ctx: int = 4096) -> None:
         from llama_cpp import Llama
 
+        from astra_tune.models.gguf_meta import gguf_facts
         from astra_tune.ollama.translate import JinjaChat
-        from astra_tune.registry.push import gguf_facts
 
         facts = gguf_facts(gguf)
         if not facts["chat_template"]:

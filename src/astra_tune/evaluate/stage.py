@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from astra_tune.errors import DataError
+from astra_tune.errors import ConfigError, DataError
 from astra_tune.evaluate.compare import Comparison, Interval, compare, interval, resamples
 from astra_tune.evaluate.engines import Decoding, Message, open_engine
 from astra_tune.evaluate.metrics import (
@@ -21,7 +21,9 @@ from astra_tune.evaluate.metrics import (
     likelihood_columns,
     overlap_columns,
 )
+from astra_tune.home import astra_home
 from astra_tune.recipe import EvalConfig
+from astra_tune.runs import RunLayout
 
 
 @dataclass
@@ -99,6 +101,54 @@ def load_eval_records(path: Path) -> list[list[Message]]:
     if not records:
         raise DataError(f"{path} holds no records", where=str(path))
     return records
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What one `astra eval` compares, on what data, with which settings, written where."""
+
+    spec: str
+    data: Path
+    against: str | None
+    out_dir: Path
+    config: EvalConfig
+
+
+def plan_evaluation(
+    spec: str,
+    *,
+    data: Path | None = None,
+    against: str | None = None,
+    out_dir: Path | None = None,
+    changes: dict[str, Any] | None = None,
+) -> EvalPlan:
+    """Fill in what was not given. For a run (or its adapter/ or model/): its test split
+    (honouring train.data_dir), its base model, RUN/eval and its recipe's `eval:` settings;
+    `changes` override those settings. `against="none"` compares with nothing."""
+    layout = RunLayout.find(spec)
+    recipe = layout.recipe if layout is not None else None
+    config = recipe.eval if recipe is not None else EvalConfig()
+    if changes:
+        config = EvalConfig.model_validate({**config.model_dump(), **changes})
+    if data is None:
+        if layout is None or not layout.test.is_file():
+            raise ConfigError(
+                "no evaluation data"
+                + (f": the run has no test split at {layout.test}" if layout else ""),
+                where="--data",
+                fix="pass --data FILE.jsonl (chat records; the last turn is the reference)",
+            )
+        data = layout.test
+    other = default_against(spec) if against is None else against
+    if other is not None and other.lower() == "none":
+        other = None
+    if out_dir is None:
+        if layout is not None:
+            out_dir = layout.eval_dir
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out_dir = astra_home() / "evals" / f"{Path(spec).name or 'model'}-{stamp}"
+    return EvalPlan(spec, data, other, out_dir, config)
 
 
 def default_against(spec: str) -> str | None:

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from astra_tune.errors import ModelError
-
-DIRECT_TYPES = ("f32", "f16", "bf16", "q8_0")
+from astra_tune.models.gguf_types import DIRECT_TYPES
 
 
 @dataclass(frozen=True)

@@ -14,58 +14,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from astra_tune.errors import ConfigError, ModelError
-from astra_tune.export.convert import DIRECT_TYPES
+from astra_tune.models.gguf_meta import gguf_facts
+from astra_tune.models.gguf_types import LLAMA_TYPES
 from astra_tune.progress import quiet_llama_logs
 
-# Approximate bits per weight, for progress totals only (llama.cpp decides the real mix).
-LLAMA_TYPES: dict[str, float] = {
-    "q8_0": 8.5,  # export writes q8_0 itself; llama.cpp's is for requantizing (/api/create)
-    "q4_0": 4.5,
-    "q4_1": 5.0,
-    "q5_0": 5.5,
-    "q5_1": 6.0,
-    "q2_k": 3.0,
-    "q3_k_s": 3.5,
-    "q3_k_m": 3.9,
-    "q3_k_l": 4.3,
-    "q4_k_s": 4.6,
-    "q4_k_m": 4.9,
-    "q5_k_s": 5.5,
-    "q5_k_m": 5.7,
-    "q6_k": 6.6,
-    "iq4_nl": 4.5,
-    "iq4_xs": 4.3,
-}
-# These need an importance matrix (llama.cpp refuses them without one); we do not compute it.
-NEEDS_IMATRIX = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs")
-ALL_TYPES = tuple(dict.fromkeys((*DIRECT_TYPES, *LLAMA_TYPES)))
+# llama.cpp quantizes from full-precision weights; it refuses an already quantized file.
+QUANTIZABLE_FROM = ("f32", "f16", "bf16")
 
 
-def parse_types(text: str | list[str]) -> list[str]:
-    """Validated, de-duplicated output types from 'f16,q4_k_m' or a list (case-insensitive)."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    result: list[str] = []
-    for raw in items:
-        name = raw.strip().lower().replace("-", "_")
-        if not name:
-            continue
-        if name in NEEDS_IMATRIX:
-            raise ConfigError(
-                f"{name} needs an importance matrix, which astra export does not compute",
-                where="export.quant",
-                fix="use q4_k_m, q5_k_m, q6_k or iq4_xs (no matrix needed)",
-            )
-        if name not in ALL_TYPES:
-            raise ConfigError(
-                f"unknown GGUF type {raw.strip()!r}",
-                where="export.quant",
-                fix=f"choose from {', '.join(ALL_TYPES)}",
-            )
-        if name not in result:
-            result.append(name)
-    if not result:
-        raise ConfigError("no GGUF type requested", where="export.quant", fix="e.g. f16,q4_k_m")
-    return result
+def unquantizable(source: Path, name: str | None = None) -> str | None:
+    """Why llama.cpp would refuse to quantize `source` (called `name`), or None."""
+    try:
+        kind = gguf_facts(source)["quantization"]
+    except ModelError:
+        return None  # not a readable GGUF: llama.cpp's own failure below names the file
+    if kind is not None and kind not in QUANTIZABLE_FROM:
+        return (
+            f"{name or source.name} is already quantized ({kind}); llama.cpp quantizes only from "
+            f"{', '.join(QUANTIZABLE_FROM)}"
+        )
+    return None
 
 
 def quantize(
@@ -81,6 +49,9 @@ def quantize(
 
     if qtype not in LLAMA_TYPES:
         raise ConfigError(f"{qtype} is not a llama.cpp quantization type", where="export.quant")
+    problem = unquantizable(source)
+    if problem is not None:
+        raise ModelError(problem, where=str(source), fix="quantize from an f16 GGUF export")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}")
     params.nthread = threads or os.cpu_count() or 1

@@ -14,10 +14,10 @@ from typing import Any
 from rich.progress import Progress
 
 from astra_tune.errors import ConfigError
-from astra_tune.export.convert import DIRECT_TYPES, tensor_count, write_gguf
+from astra_tune.export.convert import tensor_count, write_gguf
 from astra_tune.export.lora import adapter_settings, write_adapter_gguf
 from astra_tune.export.merge import ExportSource, adapter_base_dir, find_source, merged_dir
-from astra_tune.export.quantize import parse_types, quantize
+from astra_tune.export.quantize import quantize
 from astra_tune.export.verify import (
     FileReport,
     build_reference,
@@ -27,8 +27,10 @@ from astra_tune.export.verify import (
     write_verify_json,
 )
 from astra_tune.home import astra_home
+from astra_tune.models.gguf_types import DIRECT_TYPES, parse_types
 from astra_tune.progress import quiet_hf_progress
 from astra_tune.recipe import ExportConfig
+from astra_tune.runs import RunLayout
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def export_model(
 def _modelfile(result: ExportResult) -> tuple[Path, list[str]]:
     """The Modelfile beside the GGUFs: FROM the preferred quantization, ADAPTER, TEMPLATE."""
     from astra_tune.ollama.create import write_modelfile
-    from astra_tune.registry.files import PREFERRED
+    from astra_tune.registry.store import PREFERRED
 
     models = {f.qtype: f.path for f in result.files if f.role in ("model", "base")}
     chosen = next((models[q] for q in PREFERRED if q in models), next(iter(models.values())))
@@ -255,7 +257,7 @@ def _out_dir(source: ExportSource, config: ExportConfig) -> Path:
     if config.output_dir:
         return Path(config.output_dir).expanduser().resolve()
     if source.run_dir is not None:
-        return source.run_dir / "export"
+        return RunLayout.at(source.run_dir).export_dir
     return astra_home() / "exports" / source.name
 
 

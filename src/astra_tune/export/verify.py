@@ -26,6 +26,7 @@ from astra_tune.progress import (
     quiet_library_noise,
     quiet_llama_logs,
 )
+from astra_tune.runs import SPLITS, RunLayout
 
 # Minimum top-1 next-token agreement with the PyTorch model, by type. The issue's bars for
 # f16, q8_0 and q4_k_m; the rest in between or below, in order of bits per weight.
@@ -241,7 +242,6 @@ def check_gguf(
     progress: Callable[[str], None] | None = None,
 ) -> FileReport:
     """Load `path` (plus `adapter`) in llama.cpp and compare it with `reference`."""
-    import llama_cpp
 
     note = progress or (lambda _: None)
     report = FileReport(
@@ -253,104 +253,127 @@ def check_gguf(
     longest = max(len(p) for p in reference.prompts)
     stop_len = len(reference.stop_prompt or []) + 256
     with _llama(path, adapter, n_ctx=max(longest, stop_len, 512) + 64) as llm:
-        agree = 0
-        kls: list[float] = []
-        for ids, ref in zip(reference.prompts, reference.logprobs, strict=True):
-            note("llama.cpp logits")
-            llm.reset()
-            llm.eval(ids)
-            got = np.asarray(llm.scores[: len(ids)], dtype=np.float64)
-            got = got - _logsumexp(got)
-            agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
-            p = np.exp(ref.astype(np.float64))
-            kls.extend((p * (ref - got)).sum(-1).tolist())
-        report.positions = reference.positions
-        report.top1 = agree / reference.positions
-        report.top1_min = TOP1_MIN.get(qtype)
-        report.kl_mean = float(np.mean(kls))
-        report.kl_max = float(np.max(kls))
-        if report.top1 < BROKEN_TOP1 or report.kl_mean > BROKEN_KL:
-            report.failures.append(
-                f"top-1 agreement {report.top1:.3f}, KL {report.kl_mean:.3g}: the weights or "
-                "the layout are wrong, not merely quantized"
-            )
-        elif report.top1_min is not None and report.top1 < report.top1_min:
-            # Float files must match; quantized ones lose agreement in llama.cpp's kernels
-            # (activations are quantized too), more on small models, so that is a warning.
-            problems = report.failures if qtype in FLOAT_TYPES else report.warnings
-            problems.append(f"top-1 agreement {report.top1:.3f} < target {report.top1_min}")
-
+        note("llama.cpp logits")
+        _check_logits(llm, reference, report)
         note("greedy continuation")
-        greedy = _llama_greedy(llm, reference.greedy_prompt, set(reference.eog_ids))
-        report.greedy_common_prefix = _common_prefix(greedy, reference.greedy)
-        report.greedy_match = greedy == reference.greedy
-        split = report.greedy_common_prefix
-        if not report.greedy_match and split < len(reference.greedy_margins):
-            # Two tokens within rounding of each other: either path is the model's answer,
-            # so a split there says nothing about the conversion.
-            margin = reference.greedy_margins[split]
-            if margin < GREEDY_TIE:
-                report.greedy_match = True
-                report.greedy_tie_margin = margin
-        if qtype in FLOAT_TYPES and not report.greedy_match:
-            report.failures.append(
-                f"greedy {GREEDY_TOKENS}-token continuation differs from PyTorch after "
-                f"{report.greedy_common_prefix} tokens"
-            )
-
+        _check_greedy(llm, reference, report)
         note("tokenization")
-        bad = [
-            text
-            for text, plain, full in reference.hard_strings
-            if llm.tokenize(text.encode(), add_bos=False, special=True) != plain
-            or llm.tokenize(text.encode(), add_bos=True, special=True) != full
-        ]
-        total = len(reference.hard_strings)
-        report.tokenization = f"{total - len(bad)}/{total}"
-        if bad:
-            report.failures.append(f"tokenization differs on {bad[0]!r}")
-
-        template = llm.metadata.get("tokenizer.chat_template")
-        if reference.template:
-            renders = [_render(tokenizer, chat, template) for chat in CHATS] if template else []
-            report.template = renders == reference.template_renders
-            if not report.template:
-                report.failures.append("the GGUF's chat template renders differently")
-
-        vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        if reference.eog_ids:
-            report.eot_is_eog = all(
-                llama_cpp.llama_vocab_is_eog(vocab, i) for i in reference.eog_ids
-            )
-            if not report.eot_is_eog:
-                report.failures.append("llama.cpp does not stop at the end-of-turn token")
-
+        _check_tokenization(llm, reference, report)
+        _check_template_and_stops(llm, reference, tokenizer, report)
         if reference.stop_prompt is not None:
             note("trained answer")
-            answer = _llama_greedy(
-                llm, reference.stop_prompt, set(reference.eog_ids), reference.stop_limit
-            )
-            report.stops_at_eot = bool(answer) and answer[-1] in reference.eog_ids
-            if reference.stop_answer is not None:
-                text = llm.detokenize(answer[:-1] if report.stops_at_eot else answer)
-                report.answer_matches = (
-                    text.decode("utf-8", "replace").strip() == reference.stop_answer.strip()
-                )
-            if reference.stop_torch and not report.stops_at_eot:
-                # PyTorch ends this answer; a file that does not has lost the stop.
-                serious = qtype in FLOAT_TYPES and reference.stop_gates
-                problems = report.failures if serious else report.warnings
-                problems.append(
-                    "greedy generation of a trained answer does not stop"
-                    if reference.stop_gates
-                    else "its greedy answer to a plain question runs past the end-of-turn "
-                    "token where PyTorch's stops"
-                )
-            elif reference.stop_gates and not reference.stop_torch:
-                report.warnings.append(
-                    "the model does not end its trained answer even in PyTorch (train longer?)"
-                )
+            _check_trained_answer(llm, reference, report)
     return report
+
+
+def _check_logits(llm: Any, reference: Reference, report: FileReport) -> None:
+    """Top-1 agreement and KL divergence with PyTorch on the fixed prompts."""
+    agree = 0
+    kls: list[float] = []
+    for ids, ref in zip(reference.prompts, reference.logprobs, strict=True):
+        llm.reset()
+        llm.eval(ids)
+        got = np.asarray(llm.scores[: len(ids)], dtype=np.float64)
+        got = got - _logsumexp(got)
+        agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
+        p = np.exp(ref.astype(np.float64))
+        kls.extend((p * (ref - got)).sum(-1).tolist())
+    report.positions = reference.positions
+    report.top1 = agree / reference.positions
+    report.top1_min = TOP1_MIN.get(report.qtype)
+    report.kl_mean = float(np.mean(kls))
+    report.kl_max = float(np.max(kls))
+    if report.top1 < BROKEN_TOP1 or report.kl_mean > BROKEN_KL:
+        report.failures.append(
+            f"top-1 agreement {report.top1:.3f}, KL {report.kl_mean:.3g}: the weights or "
+            "the layout are wrong, not merely quantized"
+        )
+    elif report.top1_min is not None and report.top1 < report.top1_min:
+        # Float files must match; quantized ones lose agreement in llama.cpp's kernels
+        # (activations are quantized too), more on small models, so that is a warning.
+        problems = report.failures if report.qtype in FLOAT_TYPES else report.warnings
+        problems.append(f"top-1 agreement {report.top1:.3f} < target {report.top1_min}")
+
+
+def _check_greedy(llm: Any, reference: Reference, report: FileReport) -> None:
+    """The greedy continuation matches PyTorch's (a near-tie split excepted)."""
+    greedy = _llama_greedy(llm, reference.greedy_prompt, set(reference.eog_ids))
+    report.greedy_common_prefix = _common_prefix(greedy, reference.greedy)
+    report.greedy_match = greedy == reference.greedy
+    split = report.greedy_common_prefix
+    if not report.greedy_match and split < len(reference.greedy_margins):
+        # Two tokens within rounding of each other: either path is the model's answer,
+        # so a split there says nothing about the conversion.
+        margin = reference.greedy_margins[split]
+        if margin < GREEDY_TIE:
+            report.greedy_match = True
+            report.greedy_tie_margin = margin
+    if report.qtype in FLOAT_TYPES and not report.greedy_match:
+        report.failures.append(
+            f"greedy {GREEDY_TOKENS}-token continuation differs from PyTorch after "
+            f"{report.greedy_common_prefix} tokens"
+        )
+
+
+def _check_tokenization(llm: Any, reference: Reference, report: FileReport) -> None:
+    """llama.cpp tokenizes the hard strings exactly as the HF tokenizer does."""
+    bad = [
+        text
+        for text, plain, full in reference.hard_strings
+        if llm.tokenize(text.encode(), add_bos=False, special=True) != plain
+        or llm.tokenize(text.encode(), add_bos=True, special=True) != full
+    ]
+    total = len(reference.hard_strings)
+    report.tokenization = f"{total - len(bad)}/{total}"
+    if bad:
+        report.failures.append(f"tokenization differs on {bad[0]!r}")
+
+
+def _check_template_and_stops(
+    llm: Any, reference: Reference, tokenizer: Any, report: FileReport
+) -> None:
+    """The GGUF's chat template renders as the original; end-of-turn tokens stop llama.cpp."""
+    import llama_cpp
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if reference.template:
+        renders = [_render(tokenizer, chat, template) for chat in CHATS] if template else []
+        report.template = renders == reference.template_renders
+        if not report.template:
+            report.failures.append("the GGUF's chat template renders differently")
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    if reference.eog_ids:
+        report.eot_is_eog = all(llama_cpp.llama_vocab_is_eog(vocab, i) for i in reference.eog_ids)
+        if not report.eot_is_eog:
+            report.failures.append("llama.cpp does not stop at the end-of-turn token")
+
+
+def _check_trained_answer(llm: Any, reference: Reference, report: FileReport) -> None:
+    """A trained answer (or a plain question's) ends at the end-of-turn token, as in PyTorch."""
+    assert reference.stop_prompt is not None
+    answer = _llama_greedy(
+        llm, reference.stop_prompt, set(reference.eog_ids), reference.stop_limit
+    )
+    report.stops_at_eot = bool(answer) and answer[-1] in reference.eog_ids
+    if reference.stop_answer is not None:
+        text = llm.detokenize(answer[:-1] if report.stops_at_eot else answer)
+        report.answer_matches = (
+            text.decode("utf-8", "replace").strip() == reference.stop_answer.strip()
+        )
+    if reference.stop_torch and not report.stops_at_eot:
+        # PyTorch ends this answer; a file that does not has lost the stop.
+        serious = report.qtype in FLOAT_TYPES and reference.stop_gates
+        problems = report.failures if serious else report.warnings
+        problems.append(
+            "greedy generation of a trained answer does not stop"
+            if reference.stop_gates
+            else "its greedy answer to a plain question runs past the end-of-turn "
+            "token where PyTorch's stops"
+        )
+    elif reference.stop_gates and not reference.stop_torch:
+        report.warnings.append(
+            "the model does not end its trained answer even in PyTorch (train longer?)"
+        )
 
 
 def check_reader(
@@ -414,8 +437,9 @@ def stop_record_of(run_dir: Path | None) -> list[dict[str, str]] | None:
     """A chat record the run trained on (its first), whose answer the export must end."""
     if run_dir is None:
         return None
-    for split in ("train", "val", "test"):
-        path = run_dir / "prepared" / f"{split}.jsonl"
+    layout = RunLayout.at(run_dir)
+    for split in SPLITS:
+        path = layout.split(split)
         if not path.is_file():
             continue
         with path.open(encoding="utf-8") as handle:
@@ -432,7 +456,7 @@ def _llama(path: Path, adapter: Path | None, *, n_ctx: int) -> Iterator[Any]:
     from llama_cpp import Llama
 
     if adapter is not None:
-        from astra_tune.export.lora import check_adapter_file
+        from astra_tune.models.gguf_meta import check_adapter_file
 
         check_adapter_file(adapter, path)
     try:

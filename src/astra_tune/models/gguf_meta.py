@@ -87,3 +87,100 @@ def _value(handle: BinaryIO, kind: int) -> Any:
             return list(struct.unpack(f"<{count}{fmt}", handle.read(size * count)))
         return [_value(handle, item_kind) for _ in range(count)]
     raise ModelError(f"unknown GGUF value type {kind}")
+
+
+def gguf_facts(path: Path) -> dict[str, Any]:
+    """Metadata of a GGUF that the registry and the server use (no tensor data read)."""
+    meta = read_metadata(path)
+    arch = meta.get("general.architecture")
+    tokens = meta.get("tokenizer.ggml.tokens") or []
+
+    def token_text(key: str) -> str | None:
+        index = meta.get(key)
+        return tokens[int(index)] if index is not None and int(index) < len(tokens) else None
+
+    stops = [t for t in (token_text("tokenizer.ggml.eot_token_id"),
+                         token_text("tokenizer.ggml.eos_token_id")) if t]  # fmt: skip
+    file_type = meta.get("general.file_type")
+    return {
+        "type": meta.get("general.type") or "model",
+        "architecture": arch,
+        "name": meta.get("general.name"),
+        "size_label": meta.get("general.size_label"),
+        "license": meta.get("general.license"),
+        "base_model": meta.get("general.base_model.0.name"),
+        "quantization": quantization_name(file_type) if file_type is not None else None,
+        "context_length": meta.get(f"{arch}.context_length"),
+        "embedding_length": meta.get(f"{arch}.embedding_length"),
+        "block_count": meta.get(f"{arch}.block_count"),
+        "chat_template": meta.get("tokenizer.chat_template"),
+        "stop": list(dict.fromkeys(stops)),
+        "bos_token": token_text("tokenizer.ggml.bos_token_id") or "",
+        "eos_token": token_text("tokenizer.ggml.eos_token_id") or "",
+        "tensors": meta["__tensor_count__"],
+        "parameters": meta["__parameters__"],
+    }
+
+
+def quantization_name(file_type: int) -> str:
+    """llama.cpp's file type number as our lowercase name (15 -> q4_k_m)."""
+    import gguf
+
+    try:
+        return (
+            gguf.LlamaFileType(int(file_type))
+            .name.removeprefix("MOSTLY_")
+            .lower()
+            .replace("all_", "")
+        )
+    except ValueError:
+        return f"type{file_type}"
+
+
+def check_adapter_file(path: Path, base: Path | None = None) -> None:
+    """Refuse anything but a LoRA adapter GGUF that fits `base`, before llama.cpp sees it.
+
+    llama.cpp crashes (not errors) on an adapter whose shapes do not match the model.
+    """
+    if not path.is_file():
+        raise ModelError(f"adapter file not found: {path}", fix="check the --lora path")
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        raise ModelError(
+            f"{path.name} is not a GGUF file",
+            where=str(path),
+            fix="pass the adapter GGUF written by `astra export --adapter-only`",
+        )
+    meta = read_metadata(path)
+    kind = meta.get("general.type")
+    if kind != "adapter" or meta.get("adapter.type") != "lora":
+        raise ModelError(
+            f"{path.name} is a {kind or 'model'} GGUF, not a LoRA adapter",
+            where=str(path),
+            fix="pass the adapter GGUF written by `astra export --adapter-only`",
+        )
+    if base is None:
+        return
+    base_meta = read_metadata(base)
+    arch, base_arch = meta.get("general.architecture"), base_meta.get("general.architecture")
+    if arch != base_arch:
+        raise ModelError(
+            f"{path.name} adapts a {arch} model but {base.name} is {base_arch}",
+            where=str(path),
+            fix="use the base GGUF exported together with this adapter",
+        )
+    shapes = dict(base_meta["__shapes__"])
+    for name, shape in meta["__shapes__"]:  # GGUF order: columns first
+        target, _, part = name.rpartition(".")
+        expected = shapes.get(target)
+        fits = expected is not None and (
+            shape[0] == expected[0] if part == "lora_a" else shape[1] == expected[1]
+        )
+        if not fits:
+            raise ModelError(
+                f"{path.name} does not fit {base.name}: {name} has shape {shape}, "
+                f"the model's {target} has {expected}",
+                where=str(path),
+                fix="use the base GGUF exported together with this adapter",
+            )

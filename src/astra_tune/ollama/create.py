@@ -8,7 +8,6 @@ the result stored in the registry as a new version that `astra serve` serves.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -94,7 +93,7 @@ def modelfile_for_gguf(
     given_template: str | None = None,
 ) -> tuple[Modelfile, TemplateChoice]:
     """The Modelfile for a GGUF: FROM, ADAPTER, TEMPLATE, PARAMETER stop, SYSTEM, LICENSE."""
-    from astra_tune.registry.push import gguf_facts
+    from astra_tune.models.gguf_meta import gguf_facts
 
     facts = gguf_facts(gguf)
     choice = ollama_template(
@@ -169,9 +168,8 @@ class Base:
 
 def resolve_from(from_: str, base_dir: Path, registry: Any, where: str) -> Base:
     """FROM as a GGUF path (relative to the Modelfile) or a registry model NAME[:TAG]."""
-    from astra_tune.registry.files import pick_quantization
-    from astra_tune.registry.push import gguf_facts
-    from astra_tune.registry.store import RegistryError
+    from astra_tune.models.gguf_meta import gguf_facts
+    from astra_tune.registry.store import RegistryError, pick_quantization
 
     path = (base_dir / Path(from_).expanduser()).resolve()
     if from_.lower().endswith(".gguf") or path.is_file():
@@ -218,10 +216,11 @@ def create_model(
     where: str = "Modelfile",
 ) -> Created:
     """Register the model a Modelfile describes."""
-    from astra_tune.export.lora import check_adapter_file
+    from astra_tune.models.gguf_meta import check_adapter_file, gguf_facts
+    from astra_tune.registry.layers import adapter_layer, model_layer, version_layers
     from astra_tune.registry.names import validate_name
-    from astra_tune.registry.push import gguf_facts, ollama_config
-    from astra_tune.registry.store import Layer, PushRequest
+    from astra_tune.registry.push import ollama_config
+    from astra_tune.registry.store import PushRequest
 
     validate_name(name)
     if modelfile.messages:
@@ -256,26 +255,19 @@ def create_model(
         if ollama_template(base.chat_template, bos, eos).template == template:
             template = None
     quant = (facts["quantization"] or "gguf").lower()
-    layers = [Layer("model", base.gguf, {"org.astra.quantization": quant,
-                                         "org.astra.filename": base.gguf.name})]  # fmt: skip
-    if adapter is not None:
-        layers.append(Layer("adapter", adapter, {"org.astra.filename": adapter.name}))
-    if base.chat_template:
-        layers.append(Layer("chat_template", base.chat_template.encode("utf-8")))
-    if template is not None:
-        layers.append(Layer("template", template.encode("utf-8")))
     params = {**base.params, **modelfile.parameters}
     if "stop" in modelfile.parameters:
         params["stop"] = list(dict.fromkeys(modelfile.parameters["stop"]))
-    layers.append(Layer("params", json.dumps(params, sort_keys=True).encode("utf-8")))
-    system = modelfile.system if modelfile.system is not None else base.system
-    if system:
-        layers.append(Layer("system", system.encode("utf-8")))
-    license_text = "\n".join(modelfile.license) if modelfile.license else base.license
-    if license_text:
-        layers.append(Layer("license", license_text.encode("utf-8")))
-    lineage = {"created_by": "modelfile", "from": base.description, "modelfile": text}
-    layers.append(Layer("lineage", json.dumps(lineage, indent=2).encode("utf-8")))
+    layers = version_layers(
+        models=[model_layer(base.gguf, quant)],
+        adapter=adapter_layer(adapter) if adapter is not None else None,
+        chat_template=base.chat_template,
+        template=template,
+        params=params,
+        system=modelfile.system if modelfile.system is not None else base.system,
+        license_text="\n".join(modelfile.license) if modelfile.license else base.license,
+        lineage={"created_by": "modelfile", "from": base.description, "modelfile": text},
+    )
     summary = {
         "source": f"Modelfile over {base.description}",
         "architecture": facts["architecture"],

@@ -242,37 +242,39 @@ def _build(commands: list[tuple[str, str, int]], source: str) -> Modelfile:
             fix="add FROM with a model name or a .gguf path",
         )
     for command, rest, number in pending:
-        where = f"{source}:{number}"
-        if command == "adapter":
-            modelfile.adapters.append(_plain(rest, source, number))
-        elif command == "template":
-            modelfile.template = _text(rest)
-        elif command == "system":
-            modelfile.system = _text(rest)
-        elif command == "license":
-            modelfile.license.append(_text(rest))
-        elif command == "requires":
-            continue  # the minimum Ollama version; nothing to check here
-        elif command == "parameter":
-            name, _, value = rest.partition(" ")
-            if not value.strip() and "\x00" not in rest:
-                raise ModelfileError(f"PARAMETER {name} has no value", where=where)
-            parsed = parse_parameter(name, _text(value), where)
-            key = name.lower()
-            if key == "stop":
-                modelfile.parameters.setdefault("stop", []).extend(parsed)
-            else:
-                modelfile.parameters[key] = parsed
-        elif command == "message":
-            role, _, content = rest.partition(" ")
-            if role.lower() not in ROLES:
-                raise ModelfileError(
-                    f"invalid message role {role!r}",
-                    where=where,
-                    fix=f"use one of {', '.join(ROLES)}",
-                )
-            modelfile.messages.append({"role": role.lower(), "content": _text(content)})
+        _apply(modelfile, command, rest, source, number)
     return modelfile
+
+
+def _apply(modelfile: Modelfile, command: str, rest: str, source: str, number: int) -> None:
+    """One command other than FROM, applied to the Modelfile being built."""
+    where = f"{source}:{number}"
+    if command == "adapter":
+        modelfile.adapters.append(_plain(rest, source, number))
+    elif command == "template":
+        modelfile.template = _text(rest)
+    elif command == "system":
+        modelfile.system = _text(rest)
+    elif command == "license":
+        modelfile.license.append(_text(rest))
+    elif command == "parameter":
+        name, _, value = rest.partition(" ")
+        if not value.strip() and "\x00" not in rest:
+            raise ModelfileError(f"PARAMETER {name} has no value", where=where)
+        parsed = parse_parameter(name, _text(value), where)
+        key = name.lower()
+        if key == "stop":
+            modelfile.parameters.setdefault("stop", []).extend(parsed)
+        else:
+            modelfile.parameters[key] = parsed
+    elif command == "message":
+        role, _, content = rest.partition(" ")
+        if role.lower() not in ROLES:
+            raise ModelfileError(
+                f"invalid message role {role!r}", where=where, fix=f"use one of {', '.join(ROLES)}"
+            )
+        modelfile.messages.append({"role": role.lower(), "content": _text(content)})
+    # "requires" names the minimum Ollama version: nothing to check here.
 
 
 def _text(rest: str) -> str:

@@ -13,6 +13,7 @@ import httpx
 from astra_tune.errors import AstraError
 from astra_tune.ollama.create import ollama_template
 from astra_tune.ollama.translate import HAND_WRITTEN
+from astra_tune.registry.layers import FILENAME, annotation
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 
@@ -52,8 +53,8 @@ def push_to_ollama(
     import ollama
 
     from astra_tune.models.gguf_import import file_sha256
-    from astra_tune.registry.files import pick_quantization
-    from astra_tune.registry.push import gguf_facts
+    from astra_tune.models.gguf_meta import gguf_facts
+    from astra_tune.registry.store import pick_quantization
 
     version = registry.resolve(reference)
     gguf = version.models[pick_quantization(version, None)]
@@ -72,7 +73,7 @@ def push_to_ollama(
     client = ollama.Client(host=url)
     blobs: dict[str, dict[str, str]] = {"files": {}, "adapters": {}}
     filenames = {
-        layer["digest"]: layer.get("annotations", {}).get("org.astra.filename")
+        layer["digest"]: annotation(layer, FILENAME)
         for layer in version.manifest["layers"]
     }
     paths = [("files", gguf)] + ([("adapters", version.adapter)] if version.adapter else [])

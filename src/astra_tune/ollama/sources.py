@@ -40,7 +40,7 @@ def find_chat_template(path: Path) -> ChatTemplateSource:
             where=str(path),
         )
     if path.suffix.lower() == ".gguf":
-        from astra_tune.registry.push import gguf_facts
+        from astra_tune.models.gguf_meta import gguf_facts
 
         facts = gguf_facts(path)
         if not facts["chat_template"]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,8 +262,40 @@ def _render(chat: JinjaChat, messages: list[Message], generation: bool) -> str:
         raise _refuse(f"the template rejects a plain user/assistant conversation: {exc}") from exc
 
 
+Render = Callable[[list["Message"]], str]
+
+
 def _derive(chat: JinjaChat) -> dict[str, Any]:
-    notes: list[str] = []
+    """The pieces of a template, read off probe conversations rendered through it."""
+    user_only, closing, generation = _generation_split(chat)
+
+    def render(messages: list[Message]) -> str:
+        text = _render(chat, messages, False)
+        return text[: len(text) - len(closing)] if closing and text.endswith(closing) else text
+
+    turns = _turn_texts(render, user_only)
+    notes = _whitespace_notes(render)
+    system_user, system_four = _system_renders(render, notes)
+    style, parts = _user_open_and_system(turns, system_user, system_four)
+    assistant_close = turns["after_assistant"][
+        : len(turns["after_assistant"]) - len(parts["user_open"])
+    ]
+    parts.update(
+        style=style,
+        notes=notes,
+        generation=generation,
+        user_close=turns["user_close"],
+        assistant_open=turns["assistant_open"],
+        assistant_close=assistant_close,
+        assistant_end=turns["assistant_end"],
+        empty_absent=_empty_system_is_absent(render, style, user_only, system_user),
+    )
+    return parts
+
+
+def _generation_split(chat: JinjaChat) -> tuple[str, str, str]:
+    """A one-user-turn prompt without the generation prompt, a closing marker only finished
+    conversations get, and the generation prompt itself."""
     with_prompt = _render(chat, [_m("user", U1)], True)
     user_only = _render(chat, [_m("user", U1)], False)
     # Some templates end a finished conversation with a marker (Phi-3: <|endoftext|>) that
@@ -275,107 +307,121 @@ def _derive(chat: JinjaChat) -> dict[str, Any]:
     closing = user_only[len(shared) :]
     if closing and U1 not in shared:
         raise _refuse("adding the generation prompt changes the text before it")
-    generation = with_prompt[len(shared) :]
-    user_only = shared
+    return shared, closing, with_prompt[len(shared) :]
 
-    def render(messages: list[Message]) -> str:
-        text = _render(chat, messages, False)
-        return text[: len(text) - len(closing)] if closing and text.endswith(closing) else text
 
+def _turn_texts(render: Render, user_only: str) -> dict[str, str]:
+    """The text around user and assistant turns, from one- to three-turn conversations."""
     before_user, user_close = _split(user_only, U1, "user")
     pair = render([_m("user", U1), _m("assistant", A1)])
     between = _between(pair, U1, A1)
     if not between.startswith(user_close):
         raise _refuse("the text after a user turn depends on what follows it")
-    assistant_open = between[len(user_close) :]
-    assistant_end = pair[pair.index(A1) + len(A1) :]
     three = render([_m("user", U1), _m("assistant", A1), _m("user", U2)])
-    after_assistant = _between(three, A1, U2)
+    return {
+        "before_user": before_user,
+        "user_close": user_close,
+        "assistant_open": between[len(user_close) :],
+        "assistant_end": pair[pair.index(A1) + len(A1) :],
+        "after_assistant": _between(three, A1, U2),
+    }
 
+
+def _whitespace_notes(render: Render) -> list[str]:
     padded = render([_m("user", f"  {U1}  ")])
-    if f"  {U1}  " not in padded:
-        notes.append(
-            "the Jinja template strips whitespace around message content and Go templates "
-            "cannot; content with leading or trailing whitespace renders differently"
-        )
+    if f"  {U1}  " in padded:
+        return []
+    return [
+        "the Jinja template strips whitespace around message content and Go templates "
+        "cannot; content with leading or trailing whitespace renders differently"
+    ]
 
-    # System placement: its own block, or folded into the first or the last user turn.
+
+def _system_renders(render: Render, notes: list[str]) -> tuple[str, str]:
+    """System + user, and system + three turns ("" when the template has no system role)."""
     try:
         system_user = render([_m("system", SYS), _m("user", U1)])
         system_four = render(
             [_m("system", SYS), _m("user", U1), _m("assistant", A1), _m("user", U2)]
         )
     except TranslationError:
-        system_user = system_four = ""
         notes.append(
             "the template has no system role (it rejects system messages); "
             "a SYSTEM prompt is dropped"
         )
-    if system_user and SYS not in system_user:
+        return "", ""
+    if SYS not in system_user:
         raise _refuse("the template drops the system message")
+    return system_user, system_four
 
+
+def _user_open_and_system(
+    turns: dict[str, str], system_user: str, system_four: str
+) -> tuple[str, dict[str, Any]]:
+    """The text that opens every user turn, and where the system prompt goes: its own
+    block, or folded into the first or the last user turn ("none": no system role)."""
+    before_user, after_assistant = turns["before_user"], turns["after_assistant"]
     candidates = []
-    if after_assistant.startswith(assistant_end):
-        candidates.append(after_assistant[len(assistant_end) :])
+    if after_assistant.startswith(turns["assistant_end"]):
+        candidates.append(after_assistant[len(turns["assistant_end"]) :])
     candidates.append(_common_suffix(after_assistant, before_user))
-    style = "none"
-    parts: dict[str, Any] = {}
     for user_open in candidates:
         if not (before_user.endswith(user_open) and after_assistant.endswith(user_open)):
             continue
         preamble = before_user[: len(before_user) - len(user_open)]
-        parts = {"user_open": user_open, "preamble": preamble}
+        parts: dict[str, Any] = {"user_open": user_open, "preamble": preamble}
         if not system_user:
             if preamble:
                 parts["default_text"] = preamble
-            break
-        pre_system, mid = _split(system_user, SYS, "system")[0], _between(system_user, SYS, U1)
-        if system_user.index(SYS) > system_user.index(U1):
-            raise _refuse("the system prompt comes after the first user message")
-        if user_open and pre_system.startswith(before_user) and not preamble:
-            where = "first-user" if system_four.index(SYS) < system_four.index(U1) else "last-user"
-            style = where
-            parts.update(system_open=pre_system[len(before_user) :], system_close=mid)
-            break
-        if mid.endswith(user_open):
-            style = "block"
-            system_close = mid[: len(mid) - len(user_open)]
-            parts.update(system_open=pre_system, system_close=system_close)
-            if preamble:
-                if preamble.startswith(pre_system) and preamble.endswith(system_close):
-                    end = len(preamble) - len(system_close)
-                    parts["default_text"] = preamble[len(pre_system) : end]
-                else:
-                    parts["default_text"] = preamble
-            break
-    else:
-        raise _refuse(
-            "no consistent text opens a user turn (the first and later user turns start "
-            "differently)"
-        )
-    assistant_close = after_assistant[: len(after_assistant) - len(parts["user_open"])]
-
-    empty_absent = False
-    if style != "none":
-        try:
-            empty = render([_m("system", ""), _m("user", U1)])
-        except TranslationError:
-            empty = user_only
-        if empty == user_only:
-            empty_absent = True
-        elif empty != system_user.replace(SYS, ""):
-            raise _refuse("an empty system message renders neither as absent nor as empty")
-    parts.update(
-        style=style,
-        notes=notes,
-        generation=generation,
-        user_close=user_close,
-        assistant_open=assistant_open,
-        assistant_close=assistant_close,
-        assistant_end=assistant_end,
-        empty_absent=empty_absent,
+            return "none", parts
+        placed = _system_placement(parts, before_user, system_user, system_four)
+        if placed is not None:
+            return placed, parts
+    raise _refuse(
+        "no consistent text opens a user turn (the first and later user turns start "
+        "differently)"
     )
-    return parts
+
+
+def _system_placement(
+    parts: dict[str, Any], before_user: str, system_user: str, system_four: str
+) -> str | None:
+    """Where the system prompt goes for this user opening (filling `parts`), or None."""
+    user_open, preamble = parts["user_open"], parts["preamble"]
+    pre_system, mid = _split(system_user, SYS, "system")[0], _between(system_user, SYS, U1)
+    if system_user.index(SYS) > system_user.index(U1):
+        raise _refuse("the system prompt comes after the first user message")
+    if user_open and pre_system.startswith(before_user) and not preamble:
+        parts.update(system_open=pre_system[len(before_user) :], system_close=mid)
+        return "first-user" if system_four.index(SYS) < system_four.index(U1) else "last-user"
+    if not mid.endswith(user_open):
+        return None
+    system_close = mid[: len(mid) - len(user_open)]
+    parts.update(system_open=pre_system, system_close=system_close)
+    if preamble:
+        if preamble.startswith(pre_system) and preamble.endswith(system_close):
+            end = len(preamble) - len(system_close)
+            parts["default_text"] = preamble[len(pre_system) : end]
+        else:
+            parts["default_text"] = preamble
+    return "block"
+
+
+def _empty_system_is_absent(
+    render: Render, style: str, user_only: str, system_user: str
+) -> bool:
+    """Whether an empty system message renders as no system message at all."""
+    if style == "none":
+        return False
+    try:
+        empty = render([_m("system", ""), _m("user", U1)])
+    except TranslationError:
+        empty = user_only
+    if empty == user_only:
+        return True
+    if empty != system_user.replace(SYS, ""):
+        raise _refuse("an empty system message renders neither as absent nor as empty")
+    return False
 
 
 # -- Go source ---------------------------------------------------------------------------

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from astra_tune.errors import ModelError
-from astra_tune.registry.store import Layer, PushRequest
+from astra_tune.models.gguf_meta import gguf_facts
+from astra_tune.registry.layers import adapter_layer, model_layer, version_layers
+from astra_tune.registry.store import PushRequest
+from astra_tune.runs import RunLayout
 
 
 def request_for(source: Path, name: str) -> PushRequest:
@@ -24,56 +27,6 @@ def request_for(source: Path, name: str) -> PushRequest:
     )
 
 
-def gguf_facts(path: Path) -> dict[str, Any]:
-    """Metadata of a GGUF that the registry and the server use (no tensor data read)."""
-    from astra_tune.models.gguf_meta import read_metadata
-
-    meta = read_metadata(path)
-    arch = meta.get("general.architecture")
-    tokens = meta.get("tokenizer.ggml.tokens") or []
-
-    def token_text(key: str) -> str | None:
-        index = meta.get(key)
-        return tokens[int(index)] if index is not None and int(index) < len(tokens) else None
-
-    stops = [t for t in (token_text("tokenizer.ggml.eot_token_id"),
-                         token_text("tokenizer.ggml.eos_token_id")) if t]  # fmt: skip
-    file_type = meta.get("general.file_type")
-    return {
-        "type": meta.get("general.type") or "model",
-        "architecture": arch,
-        "name": meta.get("general.name"),
-        "size_label": meta.get("general.size_label"),
-        "license": meta.get("general.license"),
-        "base_model": meta.get("general.base_model.0.name"),
-        "quantization": quantization_name(file_type) if file_type is not None else None,
-        "context_length": meta.get(f"{arch}.context_length"),
-        "embedding_length": meta.get(f"{arch}.embedding_length"),
-        "block_count": meta.get(f"{arch}.block_count"),
-        "chat_template": meta.get("tokenizer.chat_template"),
-        "stop": list(dict.fromkeys(stops)),
-        "bos_token": token_text("tokenizer.ggml.bos_token_id") or "",
-        "eos_token": token_text("tokenizer.ggml.eos_token_id") or "",
-        "tensors": meta["__tensor_count__"],
-        "parameters": meta["__parameters__"],
-    }
-
-
-def quantization_name(file_type: int) -> str:
-    """llama.cpp's file type number as our lowercase name (15 -> q4_k_m)."""
-    import gguf
-
-    try:
-        return (
-            gguf.LlamaFileType(int(file_type))
-            .name.removeprefix("MOSTLY_")
-            .lower()
-            .replace("all_", "")
-        )
-    except ValueError:
-        return f"type{file_type}"
-
-
 def request_from_gguf(path: Path, name: str) -> PushRequest:
     """One GGUF file as a version: the model, its template, stop tokens and license."""
     facts = gguf_facts(path)
@@ -84,11 +37,13 @@ def request_from_gguf(path: Path, name: str) -> PushRequest:
             fix="push the run directory, which holds the base GGUF and the adapter",
         )
     quant = facts["quantization"] or "gguf"
-    layers = [Layer("model", path, {"org.astra.quantization": quant,
-                                    "org.astra.filename": path.name})]  # fmt: skip
-    layers += _text_layers(facts, system=None, license_text=facts["license"])
-    lineage = {"source": {"file": str(path.resolve())}, "gguf": _public(facts)}
-    layers.append(Layer("lineage", _json(lineage)))
+    layers = version_layers(
+        models=[model_layer(path, quant)],
+        chat_template=facts["chat_template"],
+        params={"stop": facts["stop"]} if facts["stop"] else None,
+        license_text=facts["license"],
+        lineage={"source": {"file": str(path.resolve())}, "gguf": _public(facts)},
+    )
     summary = {
         "source": "gguf",
         "architecture": facts["architecture"],
@@ -102,9 +57,11 @@ def request_from_gguf(path: Path, name: str) -> PushRequest:
 def request_from_run(run_dir: Path, name: str, files: list[Path] | None = None) -> PushRequest:
     """A run's exported GGUFs (and adapter), template, stops, system prompt and lineage.
 
-    `files`: exactly these GGUFs (what the last export wrote); default: all in RUN/export.
+    `files`: exactly these GGUFs (what the last export wrote); default: all in the run's
+    export directory (export.output_dir, else RUN/export).
     """
-    export = files[0].parent if files else run_dir / "export"
+    layout = RunLayout.at(run_dir)
+    export = files[0].parent if files else layout.export_dir
     if files is None:
         files = sorted(export.glob("*.gguf")) if export.is_dir() else []
     if not files:
@@ -118,35 +75,44 @@ def request_from_run(run_dir: Path, name: str, files: list[Path] | None = None) 
     adapters = [p for p, f in facts.items() if f["type"] == "adapter"]
     if not models:
         raise ModelError(f"{export} holds only adapters, no model GGUF", where=str(export))
-    layers: list[Layer] = []
+    if len(adapters) > 1:
+        raise ModelError(
+            f"{export} holds {len(adapters)} adapter GGUFs; a version carries one",
+            where=str(export),
+            fix="export again into an empty directory",
+        )
     quantizations: dict[str, int] = {}
+    model_layers = []
     for path, fact in models.items():
         quant = fact["quantization"] or "gguf"
         quantizations[quant] = path.stat().st_size
-        layers.append(Layer("model", path, {"org.astra.quantization": quant,
-                                            "org.astra.filename": path.name}))  # fmt: skip
-    for path in adapters:
-        layers.append(Layer("adapter", path, {"org.astra.filename": path.name}))
+        model_layers.append(model_layer(path, quant))
     first = next(iter(models.values()))
-    recipe = _yaml(run_dir / "recipe.yaml")
-    system = (recipe.get("data") or {}).get("system_prompt")
-    layers += _text_layers(first, system=system, license_text=first["license"])
-    lineage = _read_json(run_dir / "lineage.json")
-    metrics = run_metrics(run_dir)
+    recipe = _yaml(layout.recipe_file)
+    lineage = _read_json(layout.lineage_file)
+    metrics = run_metrics(layout.metrics_file)
     verify = _read_json(export / "verify.json")
     lineage_layer = {
         "run_dir": str(run_dir.resolve()),
         "lineage": lineage,
         "recipe": recipe,
         "metrics": metrics,
-        "evaluation": _read_json(run_dir / "eval" / "scores.json"),
+        "evaluation": _read_json(layout.eval_dir / "scores.json"),
         "verification": {
             f.get("file"): {k: f.get(k) for k in ("qtype", "top1", "kl_mean", "passed")}
             for f in verify.get("files", [])
         },
         "gguf": _public(first),
     }
-    layers.append(Layer("lineage", _json(lineage_layer)))
+    layers = version_layers(
+        models=model_layers,
+        adapter=adapter_layer(adapters[0]) if adapters else None,
+        chat_template=first["chat_template"],
+        params={"stop": first["stop"]} if first["stop"] else None,
+        system=(recipe.get("data") or {}).get("system_prompt"),
+        license_text=first["license"],
+        lineage=lineage_layer,
+    )
     summary = {
         "source": "run",
         "architecture": first["architecture"],
@@ -161,9 +127,8 @@ def request_from_run(run_dir: Path, name: str, files: list[Path] | None = None) 
     return PushRequest(name, layers, ollama_config(first, next(iter(quantizations))), summary)
 
 
-def run_metrics(run_dir: Path) -> dict[str, Any]:
-    """Final train loss, final and best validation loss, and steps from metrics.jsonl."""
-    path = run_dir / "metrics.jsonl"
+def run_metrics(path: Path) -> dict[str, Any]:
+    """Final train loss, final and best validation loss, and steps from a metrics.jsonl."""
     if not path.is_file():
         return {}
     train: list[float] = []
@@ -189,24 +154,6 @@ def run_metrics(run_dir: Path) -> dict[str, Any]:
     return result
 
 
-def _text_layers(
-    facts: dict[str, Any], *, system: str | None, license_text: str | None
-) -> list[Layer]:
-    layers = []
-    if facts.get("chat_template"):
-        layers.append(Layer("chat_template", facts["chat_template"].encode("utf-8")))
-    params: dict[str, Any] = {}
-    if facts.get("stop"):
-        params["stop"] = facts["stop"]
-    if params:
-        layers.append(Layer("params", _json(params)))
-    if system:
-        layers.append(Layer("system", system.encode("utf-8")))
-    if license_text:
-        layers.append(Layer("license", str(license_text).encode("utf-8")))
-    return layers
-
-
 def ollama_config(facts: dict[str, Any], quant: str) -> dict[str, Any]:
     # Ollama's image config; /api/show and /api/tags read these fields.
     return {
@@ -222,10 +169,6 @@ def ollama_config(facts: dict[str, Any], quant: str) -> dict[str, Any]:
 
 def _public(facts: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in facts.items() if k != "chat_template"}
-
-
-def _json(value: Any) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,14 @@ from astra_tune.registry.index import (
     registry_url,
     session,
 )
+from astra_tune.registry.layers import (
+    KIND_OF,
+    MEDIA_TYPES,
+    QUANTIZATION,
+    Layer,
+    annotation,
+    json_bytes,
+)
 from astra_tune.registry.names import (
     DEFAULT_TAG,
     SEMVER,
@@ -42,19 +50,8 @@ from astra_tune.registry.names import (
     validate_tag,
 )
 
-MEDIA_TYPES = {
-    "manifest": "application/vnd.docker.distribution.manifest.v2+json",
-    "config": "application/vnd.docker.container.image.v1+json",
-    "model": "application/vnd.ollama.image.model",
-    "adapter": "application/vnd.ollama.image.adapter",
-    "params": "application/vnd.ollama.image.params",
-    "system": "application/vnd.ollama.image.system",
-    "license": "application/vnd.ollama.image.license",
-    "template": "application/vnd.ollama.image.template",  # Go template, for Ollama
-    "chat_template": "application/vnd.astra.chat-template.jinja",  # the HF Jinja original
-    "lineage": "application/vnd.astra.lineage+json",
-}
-KIND_OF = {media: kind for kind, media in MEDIA_TYPES.items()}
+# Which file `FROM` names when several quantizations exist and none is asked for.
+PREFERRED = ("q4_k_m", "q5_k_m", "q8_0", "q6_k", "f16", "bf16", "f32")
 BLOBS_VAR = "ASTRA_REGISTRY_BLOBS"  # e.g. a shared volume, next to a shared SQL index
 
 
@@ -62,13 +59,8 @@ class RegistryError(AstraError):
     """A registry operation cannot be done as asked (unknown version, immutable, ...)."""
 
 
-@dataclass
-class Layer:
-    """Something to store in a version: a file or bytes, its kind and annotations."""
-
-    kind: str
-    source: Path | bytes
-    annotations: dict[str, str] = field(default_factory=dict)
+class VersionNotFoundError(RegistryError):
+    """A name, version or alias that the registry does not hold."""
 
 
 @dataclass
@@ -115,6 +107,22 @@ class ModelVersion:
     @property
     def reference(self) -> str:
         return f"{self.name}:{self.version}"
+
+
+def pick_quantization(version: ModelVersion, quant: str | None) -> str:
+    """The quantization to serve: the one asked for, else the first of PREFERRED present."""
+    if quant is not None:
+        if quant not in version.models:
+            raise ConfigError(
+                f"{version.reference} has no {quant} file",
+                where="--quant",
+                fix=f"choose one of {', '.join(version.models)}",
+            )
+        return quant
+    for candidate in PREFERRED:
+        if candidate in version.models:
+            return candidate
+    return next(iter(version.models))
 
 
 @dataclass(frozen=True)
@@ -177,7 +185,7 @@ class Registry:
             if layer.annotations:
                 descriptor["annotations"] = dict(layer.annotations)
             descriptors.append(descriptor)
-        config_digest = self.blobs.put_bytes(_json_bytes(request.config))
+        config_digest = self.blobs.put_bytes(json_bytes(request.config))
         manifest = {
             "schemaVersion": 2,
             "mediaType": MEDIA_TYPES["manifest"],
@@ -188,7 +196,7 @@ class Registry:
             },
             "layers": descriptors,
         }
-        manifest_digest = self.blobs.put_bytes(_json_bytes(manifest))
+        manifest_digest = self.blobs.put_bytes(json_bytes(manifest))
         for attempt in range(20):
             missing = [
                 d for d in self._digests(manifest, manifest_digest) if not self.blobs.exists(d)
@@ -341,7 +349,9 @@ class Registry:
             if not ref.is_version:
                 row = db.get(TagRow, (ref.name, ref.tag))
                 if row is None:
-                    raise RegistryError(f"{ref} does not exist", fix="see `astra registry list`")
+                    raise VersionNotFoundError(
+                        f"{ref} does not exist", fix="see `astra registry list`"
+                    )
                 self._move_tag(db, ref.name, ref.tag, None, "removed")
                 removed.append(str(ref))
             else:
@@ -420,9 +430,7 @@ class Registry:
                     self._check_once(digest, row)
                 path = self._path(digest, row)
                 if kind == "model":
-                    models[layer.get("annotations", {}).get("org.astra.quantization", "gguf")] = (
-                        path
-                    )
+                    models[annotation(layer, QUANTIZATION) or "gguf"] = path
                 else:
                     adapter = path
             elif kind != "unknown":
@@ -498,13 +506,13 @@ class Registry:
             tag = db.get(TagRow, (ref.name, ref.tag))
             if tag is None:
                 known = self._known(db, ref.name)
-                raise RegistryError(f"{ref} does not exist", fix=known)
+                raise VersionNotFoundError(f"{ref} does not exist", fix=known)
             version = tag.version
         row = db.scalars(
             select(VersionRow).where(VersionRow.name == ref.name, VersionRow.version == version)
         ).first()
         if row is None:
-            raise RegistryError(
+            raise VersionNotFoundError(
                 f"{ref.name}:{version} does not exist", fix=self._known(db, ref.name)
             )
         return row
@@ -591,7 +599,3 @@ class Registry:
             fix=f"versions that need {digest}: {', '.join(needed)}; push them again "
             "(`astra registry verify` lists every damaged blob)",
         )
-
-
-def _json_bytes(value: Any) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")

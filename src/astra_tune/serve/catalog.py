@@ -10,6 +10,10 @@ from astra_tune.errors import ConfigError, ModelError
 from astra_tune.serve.settings import UpstreamSettings
 
 
+class ModelNotServedError(ModelError):
+    """A request names a model this server does not serve."""
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """One name clients can ask for: a GGUF (plus adapter), its template, stops, defaults."""
@@ -51,7 +55,7 @@ class Catalog:
     def get(self, name: str) -> ServedModel:
         model = self._by_name.get(name) or self._by_name.get(f"{name}:latest")
         if model is None:
-            raise ModelError(
+            raise ModelNotServedError(
                 f"model {name!r} is not served here",
                 fix=f"choose one of: {', '.join(sorted(self._by_name)) or '(none)'}",
             )
@@ -117,7 +121,7 @@ def from_upstream(upstream: UpstreamSettings) -> ServedModel:
 
 
 def from_gguf(path: Path, name: str | None = None) -> ServedModel:
-    from astra_tune.registry.push import gguf_facts
+    from astra_tune.models.gguf_meta import gguf_facts
 
     facts = gguf_facts(path)
     return ServedModel(
@@ -138,7 +142,7 @@ def from_gguf(path: Path, name: str | None = None) -> ServedModel:
 
 
 def from_registry(registry: Any, reference: str) -> ServedModel:
-    from astra_tune.registry.files import pick_quantization
+    from astra_tune.registry.store import pick_quantization
 
     version = registry.resolve(reference)
     quant = pick_quantization(version, None)

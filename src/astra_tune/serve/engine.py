@@ -9,6 +9,7 @@ side through `loop.call_soon_threadsafe`; a cancelled request stops between two 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import threading
@@ -18,12 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from astra_tune.errors import AstraError, ModelError
+from astra_tune.ollama.gotemplate import TemplateError
 from astra_tune.ollama.render import GoChatTemplate
 from astra_tune.progress import quiet_llama_logs
 from astra_tune.serve.catalog import ServedModel
+from astra_tune.serve.sampling import Sampling
+
+log = logging.getLogger(__name__)
 
 
 class QueueFullError(AstraError):
@@ -34,20 +40,17 @@ class PromptTooLongError(AstraError):
     """The prompt does not fit the context window."""
 
 
-@dataclass
-class Sampling:
-    """Generation settings shared by both APIs (OpenAI and Ollama names map onto these)."""
+class EmptyPromptError(AstraError):
+    """The prompt encodes to no tokens, so there is nothing to continue."""
 
-    max_tokens: int | None = None
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    json_mode: bool = False
-    logit_bias: dict[int, float] = field(default_factory=dict)
+
+class ConversationRefusedError(AstraError):
+    """The model's chat template refuses the conversation (e.g. roles out of order)."""
+
+
+class EngineError(AstraError):
+    """llama.cpp failed on a request that passed every check: a bug to report, not a
+    reason to drop the connection. The traceback is logged by the worker."""
 
 
 @dataclass
@@ -84,7 +87,7 @@ class LlamaEngine:
     def __init__(self, model: ServedModel, *, n_ctx: int, n_threads: int | None, max_queue: int):
         from llama_cpp import Llama
 
-        from astra_tune.export.lora import check_adapter_file
+        from astra_tune.models.gguf_meta import check_adapter_file
 
         started = time.perf_counter()
         if model.adapter is not None:
@@ -128,6 +131,15 @@ class LlamaEngine:
 
     def render_chat(self, messages: list[dict[str, Any]]) -> str:
         """The conversation through the model's own chat template, ready for an answer."""
+        try:
+            return self._render(messages)
+        except (jinja2.TemplateError, TemplateError, ValueError, TypeError) as exc:
+            raise ConversationRefusedError(
+                f"the model's chat template refuses this conversation: {exc}",
+                fix="check the order and roles of the messages",
+            ) from exc
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
         if self._go_template is not None:
             return self._go_template.render(messages)
         if self._template is None:
@@ -148,6 +160,11 @@ class LlamaEngine:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def check_fits(self, prompt: list[int], max_tokens: int | None) -> None:
+        if not prompt:
+            raise EmptyPromptError(
+                "the prompt is empty: it encodes to no tokens",
+                fix="send some text to continue",
+            )
         if len(prompt) >= self.n_ctx:
             raise PromptTooLongError(
                 f"the prompt has {len(prompt)} tokens but the context holds {self.n_ctx}",
@@ -208,8 +225,12 @@ class LlamaEngine:
             self.running = 1
             try:
                 self._generate(job)
-            except Exception as exc:  # the client gets the error; the worker keeps serving
+            except AstraError as exc:  # the client gets the error; the worker keeps serving
                 job.loop.call_soon_threadsafe(job.events.put_nowait, ("error", exc))
+            except Exception as exc:
+                log.exception("llama.cpp failed on a request to %s", self.model.name)
+                error = EngineError(f"the engine failed on this request: {exc!r}")
+                job.loop.call_soon_threadsafe(job.events.put_nowait, ("error", error))
             finally:
                 self.running = 0
                 self.last_used = time.monotonic()

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 
 from astra_tune.errors import AstraError
-from astra_tune.serve.engine import Finished, Sampling
+from astra_tune.serve.engine import Finished
+from astra_tune.serve.sampling import Sampling
 from astra_tune.serve.settings import UpstreamSettings
 
 

@@ -19,9 +19,9 @@ from rich.console import Console
 
 from astra_tune.atomic import staged_dir, write_text
 from astra_tune.errors import ConfigError, DependencyError
-from astra_tune.home import runs_dir
 from astra_tune.progress import quiet_library_noise
 from astra_tune.recipe import Recipe
+from astra_tune.runs import RunLayout
 from astra_tune.train.callbacks import MetricsCallback, RichProgressCallback, plot_losses
 from astra_tune.train.collator import PackedRowsCollator, pack_examples
 from astra_tune.train.dataset import TokenizedSplit, load_and_tokenize, preflight
@@ -46,16 +46,11 @@ class TrainResult:
     final_val_loss: float | None
 
 
-def run_dir_of(recipe: Recipe) -> Path:
-    """The run directory a recipe writes to."""
-    return Path(recipe.train.output_dir) if recipe.train.output_dir else runs_dir() / recipe.name
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
+def last_checkpoint(layout: RunLayout) -> Path | None:
     """The newest checkpoint-N directory of a run, or None."""
     found = [
         (int(m.group(1)), path)
-        for path in (run_dir / "checkpoints").glob("checkpoint-*")
+        for path in layout.checkpoints.glob("checkpoint-*")
         if (m := CHECKPOINT.match(path.name)) and (path / "trainer_state.json").is_file()
     ]
     return max(found)[1] if found else None
@@ -66,39 +61,22 @@ def train_model(
 ) -> TrainResult:
     """Train `recipe` into its run directory; with `resume`, continue from the last checkpoint."""
     config = recipe.train
-    run_dir = run_dir_of(recipe)
-    checkpoint = last_checkpoint(run_dir)
-    if checkpoint is not None and not resume:
-        raise ConfigError(
-            f"{run_dir} already holds a run (checkpoints up to {checkpoint.name})",
-            where=str(run_dir),
-            fix="pass --resume to continue it, or give the recipe another name / train.output_dir",
-        )
-    if resume and checkpoint is None:
-        raise ConfigError(
-            f"nothing to resume: {run_dir} has no checkpoint",
-            where=str(run_dir),
-            fix="start the run without --resume",
-        )
-    for tracker in config.report_to:
-        if importlib.util.find_spec(tracker) is None:
-            raise DependencyError(
-                f"train.report_to lists {tracker}, which is not installed",
-                fix=f"pip install {tracker}",
-            )
+    layout = RunLayout.for_recipe(recipe)
+    run_dir = layout.root
+    checkpoint = _starting_point(layout, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    data_dir = _prepared_data(recipe, run_dir, console)
+    data_dir = _prepared_data(layout, console)
     tokenizer = _tokenizer(recipe.base_model)
     splits = {
         name: load_and_tokenize(
-            data_dir / f"{name}.jsonl",
+            layout.split(name),
             tokenizer,
             max_seq_len=config.max_seq_len,
             train_on_prompt=config.train_on_prompt,
         )
         for name in ("train", "val")
-        if (data_dir / f"{name}.jsonl").is_file() and (data_dir / f"{name}.jsonl").stat().st_size
+        if layout.split(name).is_file() and layout.split(name).stat().st_size
     }
     if "train" not in splits:
         raise ConfigError(f"no train.jsonl in {data_dir}", fix="run `astra data prepare` first")
@@ -119,7 +97,7 @@ def train_model(
     weights_dtype = "float32" if config.method == "full" or dtype == "float32" else dtype
     base_dir = resolve_model(recipe.base_model, console=console).path
     metrics = MetricsCallback(
-        run_dir / "metrics.jsonl", resume_step=_step_of(checkpoint) if resume else 0
+        layout.metrics_file, resume_step=_step_of(checkpoint) if resume else 0
     )
     with quiet_library_noise():
         from transformers import set_seed
@@ -129,30 +107,30 @@ def train_model(
         set_seed(recipe.seed)
         model = load_model(base_dir, config, weights_dtype)
         trainable, total = parameter_counts(model)
-        trainer = _trainer(recipe, model, tokenizer, splits, dtype, run_dir, metrics)
+        trainer = _trainer(recipe, model, tokenizer, splits, dtype, layout, metrics)
         trainer.train(resume_from_checkpoint=str(checkpoint) if resume and checkpoint else None)
         final_val = trainer.evaluate()["eval_loss"] if "val" in splits else None
     if final_val is not None:
         metrics.on_log(trainer.args, trainer.state, None, {"eval_loss": final_val})
 
-    output = run_dir / ("model" if config.method == "full" else "adapter")
+    output = layout.trained
     with staged_dir(output) as staging:
         trainer.save_model(str(staging))
         tokenizer.save_pretrained(staging)
     write_text(
-        run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+        layout.recipe_file, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
     )
     lineage = build_lineage(recipe, data_dir, dtype=dtype, trainable=trainable, total=total)
-    write_text(run_dir / "lineage.json", json.dumps(lineage, indent=2) + "\n")
-    plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    write_text(layout.lineage_file, json.dumps(lineage, indent=2) + "\n")
+    plot_losses(layout.metrics_file, run_dir / "loss.png")
     if recipe.eval.after_training:
         # The evaluation loads its own copies (merged adapter, base); free the trained one.
         trainer.model = model = None
         import gc
 
         gc.collect()
-        lineage["eval"] = _evaluate_run(recipe, run_dir, output, data_dir, base_dir, console)
-        write_text(run_dir / "lineage.json", json.dumps(lineage, indent=2) + "\n")
+        lineage["eval"] = _evaluate_run(layout, base_dir, console)
+        write_text(layout.lineage_file, json.dumps(lineage, indent=2) + "\n")
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return TrainResult(
         run_dir=run_dir,
@@ -167,19 +145,38 @@ def train_model(
     )
 
 
-def _evaluate_run(
-    recipe: Recipe,
-    run_dir: Path,
-    output: Path,
-    data_dir: Path,
-    base_dir: Path,
-    console: Console | None,
-) -> dict[str, Any]:
+def _starting_point(layout: RunLayout, resume: bool) -> Path | None:
+    """The checkpoint to resume from; refuses to overwrite a run or resume nothing."""
+    run_dir = layout.root
+    checkpoint = last_checkpoint(layout)
+    if checkpoint is not None and not resume:
+        raise ConfigError(
+            f"{run_dir} already holds a run (checkpoints up to {checkpoint.name})",
+            where=str(run_dir),
+            fix="pass --resume to continue it, or give the recipe another name / train.output_dir",
+        )
+    if resume and checkpoint is None:
+        raise ConfigError(
+            f"nothing to resume: {run_dir} has no checkpoint",
+            where=str(run_dir),
+            fix="start the run without --resume",
+        )
+    assert layout.recipe is not None
+    for tracker in layout.recipe.train.report_to:
+        if importlib.util.find_spec(tracker) is None:
+            raise DependencyError(
+                f"train.report_to lists {tracker}, which is not installed",
+                fix=f"pip install {tracker}",
+            )
+    return checkpoint
+
+
+def _evaluate_run(layout: RunLayout, base_dir: Path, console: Console | None) -> dict[str, Any]:
     """The trained model against its base on the test split (recipe: eval.after_training)."""
     from astra_tune.evaluate.stage import evaluate_model
     from astra_tune.progress import progress_bar
 
-    test = data_dir / "test.jsonl"
+    test = layout.test
     if not test.is_file() or not test.stat().st_size:
         raise ConfigError(
             "eval.after_training is set but the prepared data has no test split",
@@ -187,10 +184,11 @@ def _evaluate_run(
             fix="set data.split.test above 0, or eval.after_training: false",
         )
     with progress_bar(console=console) as bar:
-        result = evaluate_model(str(output), test, recipe.eval, against=str(base_dir),
-                                out_dir=run_dir / "eval", progress=bar)  # fmt: skip
+        result = evaluate_model(str(layout.trained), test, layout.recipe.eval,
+                                against=str(base_dir), out_dir=layout.eval_dir,
+                                progress=bar)  # fmt: skip
     scores = result.scores()
-    return {"data": str(test), "report": str(run_dir / "eval" / "report.html"),
+    return {"data": str(test), "report": str(layout.eval_dir / "report.html"),
             **{k: scores[k] for k in ("examples", "comparison") if k in scores},
             "scores": scores["model"]["scores"]}  # fmt: skip
 
@@ -222,9 +220,10 @@ def _step_of(checkpoint: Path | None) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _prepared_data(recipe: Recipe, run_dir: Path, console: Console | None) -> Path:
+def _prepared_data(layout: RunLayout, console: Console | None) -> Path:
+    recipe = layout.recipe
+    data_dir = layout.data
     if recipe.train.data_dir:
-        data_dir = Path(recipe.train.data_dir)
         if not (data_dir / "train.jsonl").is_file():
             raise ConfigError(
                 f"train.data_dir {data_dir} holds no train.jsonl",
@@ -232,7 +231,6 @@ def _prepared_data(recipe: Recipe, run_dir: Path, console: Console | None) -> Pa
                 fix="point it at the output of `astra data prepare`",
             )
         return data_dir
-    data_dir = run_dir / "prepared"
     if not (data_dir / "train.jsonl").is_file():
         if not recipe.data.sources:
             raise ConfigError(
@@ -263,7 +261,7 @@ def _trainer(
     tokenizer: Any,
     splits: dict[str, TokenizedSplit],
     dtype: str,
-    run_dir: Path,
+    layout: RunLayout,
     metrics: MetricsCallback,
 ) -> Any:
     import torch
@@ -276,7 +274,7 @@ def _trainer(
     early = config.early_stopping_patience is not None and has_val
     eval_steps = config.eval_steps
     args = SFTConfig(
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=str(layout.checkpoints),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.batch_size,

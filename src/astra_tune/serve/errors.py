@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from astra_tune.errors import AstraError, ConfigError, ModelError
@@ -81,6 +82,18 @@ _OPENAI_TYPES = {
     502: "server_error",
     503: "server_error",
 }
+
+
+def documented_errors(
+    envelope: type[BaseModel], streamed: str
+) -> tuple[dict[int | str, dict[str, Any]], dict[int | str, dict[str, Any]]]:
+    """OpenAPI `responses` for a router: its error envelope, and for routes that may
+    stream, the streamed media type beside JSON."""
+    errors: dict[int | str, dict[str, Any]] = {
+        status: {"model": envelope} for status in (400, 401, 404, 429, 500, 502, 503)
+    }
+    stream = {"content": {streamed: {}}, "description": f"JSON, or {streamed} when streamed"}
+    return errors, {**errors, 200: stream}
 
 
 def status_of(exc: AstraError) -> tuple[int, str]:

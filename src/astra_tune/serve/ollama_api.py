@@ -19,7 +19,7 @@ from astra_tune.ollama.create import ollama_template
 from astra_tune.ollama.modelfile import Modelfile
 from astra_tune.serve.catalog import ServedModel
 from astra_tune.serve.engine import Finished
-from astra_tune.serve.errors import BadRequestError
+from astra_tune.serve.errors import BadRequestError, documented_errors
 from astra_tune.serve.ollama_manage import router as models_router
 from astra_tune.serve.sampling import Sampling, resolve_sampling
 from astra_tune.serve.state import Events, ServerState, collect, get_state
@@ -44,13 +44,7 @@ from astra_tune.serve.wire import (
     VersionResponse,
 )
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": OllamaError} for status in (400, 401, 404, 429, 500, 502, 503)
-}
-STREAMED: dict[int | str, dict[str, Any]] = {
-    **ERRORS,
-    200: {"content": {"application/x-ndjson": {}}, "description": "JSON, or NDJSON lines"},
-}
+ERRORS, STREAMED = documented_errors(OllamaError, "application/x-ndjson")
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 

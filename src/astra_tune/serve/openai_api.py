@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from astra_tune.serve.catalog import ServedModel
 from astra_tune.serve.engine import Finished
+from astra_tune.serve.errors import documented_errors
 from astra_tune.serve.sampling import Sampling, resolve_sampling
 from astra_tune.serve.state import Events, collect, get_state
 from astra_tune.serve.wire import (
@@ -41,13 +42,7 @@ from astra_tune.serve.wire import (
     Usage,
 )
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": OpenAIError} for status in (400, 401, 404, 429, 500, 502, 503)
-}
-STREAMED: dict[int | str, dict[str, Any]] = {
-    **ERRORS,
-    200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when streamed"},
-}
+ERRORS, STREAMED = documented_errors(OpenAIError, "text/event-stream")
 # OpenAI's documented default length for legacy completions; chat has no limit.
 LEGACY_COMPLETION_TOKENS = 16
 

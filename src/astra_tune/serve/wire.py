@@ -275,17 +275,10 @@ class Completion(Body):
     usage: Usage | None = None
 
 
-class CompletionChunk(_OmitsNone):
+class CompletionChunk(_OmitsNone, Completion):
     """One `data:` event of a streamed legacy completion."""
 
     omit_none = ("usage",)
-
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
 
 
 class Embedding(Body):

@@ -20,6 +20,7 @@
      ├── PromptTooLongError       serve/engine.py: the prompt does not fit the context
      ├── EmptyPromptError         serve/engine.py: the prompt encodes to no tokens
      ├── ConversationRefusedError serve/engine.py: the chat template refuses the messages
+     ├── UnknownTokenError        serve/engine.py: logit_bias names a token past the vocabulary
      ├── EngineError              serve/engine.py: llama.cpp failed on a checked request
      ├── BadRequestError          serve/errors.py: a request the server cannot do as asked
      └── ShuttingDownError        serve/errors.py: the server is draining (503)

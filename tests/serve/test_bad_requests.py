@@ -58,6 +58,14 @@ OPENAI_CASES: list[tuple[str, Any, str]] = [
     ("/v1/chat/completions", _chat(stream="yes"), "stream"),
     ("/v1/chat/completions", _chat(n=2), "n=1"),
     ("/v1/chat/completions", _chat(logit_bias={"hello": 1}), "token ids"),
+    ("/v1/chat/completions", _chat(logit_bias={"\u00b2": 1}), "token ids"),
+    ("/v1/chat/completions", _chat(logit_bias={"99999999": 1}), "logit_bias names token"),
+    ("/v1/chat/completions", _chat(logit_bias={"99999999": 1}, stream=True),
+     "logit_bias names token"),
+    ("/v1/chat/completions",
+     {"model": MODEL, "messages": [{"role": "user", "content": [
+         {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
+     "'image_url' are not supported"),
     ("/v1/chat/completions", b"\xc3\x28{", "request body"),
     ("/v1/chat/completions", b"", "request body is required"),
     ("/v1/chat/completions", [1, 2], "JSON object"),
@@ -81,6 +89,7 @@ OLLAMA_CASES: list[tuple[str, Any, str]] = [
     ("/api/show", {}, "'model' is required"),
     ("/api/chat", b"{not json", "not JSON"),
     ("/api/create", {"model": "x", "files": {"a.gguf": "sha256:../../etc/passwd"}}, "files"),
+    ("/api/create", {"model": "x", "from": MODEL, "template": "{{ .Prompt"}, "template"),
 ]
 
 
@@ -156,6 +165,38 @@ def test_unknown_fields_are_ignored_and_curl_bodies_are_json(http: httpx.Client)
     )
     assert form.status_code == 200
     assert form.json()["eval_count"] == 2
+
+
+def test_renamed_roles_and_null_content_are_read_as_before(http: httpx.Client) -> None:
+    # Ollama's Go decoder leaves a null content empty; OpenAI's older "function" role is a
+    # tool result and "developer" its newer name for system.
+    ollama_null = http.post(
+        "/api/chat",
+        json={"model": MODEL, "stream": False, "options": {"num_predict": 2},
+              "messages": [{"role": "assistant", "content": None},
+                           {"role": "user", "content": "hi"}]},
+    )  # fmt: skip
+    assert ollama_null.status_code == 200, ollama_null.text
+    renamed = http.post(
+        "/v1/chat/completions",
+        json=_chat(max_tokens=2, messages=[
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": "hi"},
+        ]),
+    )  # fmt: skip
+    assert renamed.status_code == 200, renamed.text
+
+
+def test_create_refuses_an_adapter_that_does_not_fit(
+    server: Server, tiny_gguf_file: Path
+) -> None:
+    client = ollama.Client(host=server.url)
+    digest = client.create_blob(tiny_gguf_file)
+    with pytest.raises(ollama.ResponseError) as refused:  # the model itself, as an adapter
+        client.create(model="bad-adapter", from_=MODEL, adapters={"lora.gguf": digest})
+    assert refused.value.status_code == 400
+    assert "not a LoRA adapter" in refused.value.error
+    assert "bad-adapter:latest" not in [m.model for m in client.list().models]
 
 
 def test_unknown_routes_use_the_envelopes(http: httpx.Client) -> None:

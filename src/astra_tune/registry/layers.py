@@ -72,7 +72,7 @@ def version_layers(
     layers = [*models, *([adapter] if adapter is not None else [])]
     if chat_template:
         layers.append(Layer("chat_template", chat_template.encode("utf-8")))
-    if template:
+    if template is not None:  # an empty TEMPLATE is Ollama's "no template": kept
         layers.append(Layer("template", template.encode("utf-8")))
     if params:
         layers.append(Layer("params", json_bytes(params)))

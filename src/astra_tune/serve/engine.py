@@ -44,6 +44,10 @@ class EmptyPromptError(AstraError):
     """The prompt encodes to no tokens, so there is nothing to continue."""
 
 
+class UnknownTokenError(AstraError):
+    """A request names a token id (logit_bias) outside the model's vocabulary."""
+
+
 class ConversationRefusedError(AstraError):
     """The model's chat template refuses the conversation (e.g. roles out of order)."""
 
@@ -169,6 +173,16 @@ class LlamaEngine:
             raise PromptTooLongError(
                 f"the prompt has {len(prompt)} tokens but the context holds {self.n_ctx}",
                 fix="shorten the prompt or start the server with a larger --n-ctx",
+            )
+
+    def check_bias(self, bias: dict[int, float]) -> None:
+        """Refuse token ids past the vocabulary (llama.cpp would index past its logits)."""
+        size = self.llm.n_vocab()
+        outside = sorted(t for t in bias if t >= size)
+        if outside:
+            raise UnknownTokenError(
+                f"logit_bias names token {outside[0]}, but the model has {size} tokens",
+                fix=f"use token ids from 0 to {size - 1}",
             )
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
@@ -373,6 +387,7 @@ def submit_job(
 ) -> Job:
     """Queue a generation now (QueueFullError and PromptTooLongError are raised here)."""
     engine.check_fits(prompt, sampling.max_tokens)
+    engine.check_bias(sampling.logit_bias)
     job = Job(
         prompt=prompt,
         sampling=sampling,

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from astra_tune.errors import AstraError, ConfigError, ModelError
+from astra_tune.ollama.gotemplate import TemplateError
 from astra_tune.ollama.modelfile import ModelfileError
 from astra_tune.registry.blobs import BlobError
 from astra_tune.registry.store import RegistryError, VersionNotFoundError
@@ -30,6 +31,7 @@ from astra_tune.serve.engine import (
     EngineError,
     PromptTooLongError,
     QueueFullError,
+    UnknownTokenError,
 )
 from astra_tune.serve.upstream import UpstreamError
 
@@ -60,6 +62,10 @@ STATUS: Sequence[tuple[type[AstraError], Status]] = (
     (PromptTooLongError, (400, "context_length_exceeded")),
     (EmptyPromptError, (400, "invalid_request_error")),
     (ConversationRefusedError, (400, "invalid_request_error")),
+    (UnknownTokenError, (400, "invalid_request_error")),
+    # A Go TEMPLATE that does not parse or run: refused at /api/create; one already stored
+    # fails the requests that render with it.
+    (TemplateError, (400, "invalid_request_error")),
     (EngineError, (500, "engine_error")),
     (ModelNotServedError, (404, "model_not_found")),
     (VersionNotFoundError, (404, "model_not_found")),
@@ -111,6 +117,9 @@ def error_response(
     # Echoed input may hold unpaired surrogates, which cannot be encoded as UTF-8.
     message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     if path.startswith("/api/"):
+        # Ollama's envelope has no field slot: the field leads the message instead.
+        if param and not message.startswith(param):
+            message = f"{param}: {message}"
         return JSONResponse({"error": message}, status_code=status)
     kind = _OPENAI_TYPES.get(status, "invalid_request_error")
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}

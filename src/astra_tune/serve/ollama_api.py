@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from astra_tune import __version__
+from astra_tune.errors import AstraError
 from astra_tune.models.gguf_meta import gguf_facts
 from astra_tune.ollama.create import ollama_template
 from astra_tune.ollama.modelfile import Modelfile
@@ -131,13 +132,15 @@ def _translated(model: ServedModel) -> str | None:
     return ollama_template(model.chat_template, model.bos_token, model.eos_token).template
 
 
-@router.post("/chat", response_model=ChatResponse, responses=STREAMED)
+@router.post(
+    "/chat", response_model=ChatResponse, responses=STREAMED, response_model_exclude_none=True
+)
 async def chat(body: ChatRequest, request: Request) -> Any:
     state = get_state(request)
     model = state.catalog.get(body.model)
     if not body.messages:  # Ollama loads the model and answers at once
         return await _load(state, model)
-    messages = [{"role": m.role, "content": m.content} for m in body.messages]
+    messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
     if model.system and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": model.system})
     events = await state.start_chat(model, messages, _sampling(body.options, body.format, model))
@@ -147,7 +150,12 @@ async def chat(body: ChatRequest, request: Request) -> Any:
     return ChatResponse(**_head(model), message=Message(content=text), **_tail(done))
 
 
-@router.post("/generate", response_model=GenerateResponse, responses=STREAMED)
+@router.post(
+    "/generate",
+    response_model=GenerateResponse,
+    responses=STREAMED,
+    response_model_exclude_none=True,
+)
 async def generate(body: GenerateRequest, request: Request) -> Any:
     state = get_state(request)
     model = state.catalog.get(body.model)
@@ -209,6 +217,9 @@ def _ndjson(lines: AsyncIterator[BaseModel], events: Events | None = None) -> St
         try:
             async for line in lines:
                 yield line.model_dump_json(exclude_none=True) + "\n"
+        except AstraError as exc:
+            # Ollama reports an error after the stream has begun as a last {"error"} line.
+            yield OllamaError(error=exc.what).model_dump_json() + "\n"
         finally:
             if events is not None:  # cancel the generation when the client goes away
                 await events.aclose()  # type: ignore[attr-defined]

@@ -15,8 +15,10 @@ from starlette.concurrency import run_in_threadpool
 
 from astra_tune.errors import ModelError
 from astra_tune.export.quantize import quantize, unquantizable
-from astra_tune.models.gguf_meta import gguf_facts
+from astra_tune.models.gguf_meta import check_adapter_file, gguf_facts
 from astra_tune.models.gguf_types import LLAMA_TYPES
+from astra_tune.ollama.gotemplate import TemplateError
+from astra_tune.ollama.render import GoChatTemplate
 from astra_tune.registry.layers import (
     FILENAME,
     QUANTIZATION,
@@ -152,11 +154,12 @@ def _uploaded(
         model_layer(path, _gguf_kind(path, f"files.{name}"), name)
         for name, path in _blob_paths(registry, body.files)
     ]
-    adapters = [adapter_layer(path, name) for name, path in _blob_paths(registry, body.adapters)]
-    if len(adapters) > 1:
-        raise BadRequestError("a model takes one LoRA adapter", where="adapters")
     if base is not None and base.gguf is not None and not models:
         models = [model_layer(base.gguf, base.quantization)]
+    uploaded = _blob_paths(registry, body.adapters)
+    if len(uploaded) > 1:
+        raise BadRequestError("a model takes one LoRA adapter", where="adapters")
+    adapters = [_checked_adapter(path, name, models) for name, path in uploaded]
     if base is not None and base.adapter is not None and not adapters:
         adapters = [adapter_layer(base.adapter)]
     if not models:
@@ -164,6 +167,26 @@ def _uploaded(
             "create needs 'files' (a GGUF blob) or 'from' (a served model)", where="files"
         )
     return models, adapters[0] if adapters else None
+
+
+def _checked_adapter(path: Path, name: str, models: list[Layer]) -> Layer:
+    """An uploaded adapter that fits the model (llama.cpp crashes on one that does not)."""
+    model = models[0].source if models else None
+    try:
+        check_adapter_file(path, model if isinstance(model, Path) else None)
+    except ModelError as exc:
+        raise BadRequestError(exc.what, where=f"adapters.{name}", fix=exc.fix) from exc
+    return adapter_layer(path, name)
+
+
+def _checked_template(template: str | None) -> str | None:
+    """A Go TEMPLATE that parses (a broken one would fail every later request)."""
+    if template is not None:
+        try:
+            GoChatTemplate(template)
+        except TemplateError as exc:
+            raise BadRequestError(exc.what, where="template", fix=exc.fix) from exc
+    return template
 
 
 def _blob_paths(registry: Registry, files: dict[str, str] | None) -> list[tuple[str, Path]]:
@@ -218,7 +241,7 @@ def _create_request(
         adapter=adapter,
         chat_template=facts["chat_template"] or (base.chat_template if base else None),
         # An Ollama Go template, kept for Ollama clients as given.
-        template=body.template,
+        template=_checked_template(body.template),
         params=params,
         system=body.system or (base.system if base else None),
         license_text=body.license_text() or facts["license"],

@@ -14,9 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from astra_tune.errors import AstraError
 from astra_tune.serve.catalog import ServedModel
 from astra_tune.serve.engine import Finished
-from astra_tune.serve.errors import documented_errors
+from astra_tune.serve.errors import documented_errors, status_of
 from astra_tune.serve.sampling import Sampling, resolve_sampling
 from astra_tune.serve.state import Events, collect, get_state
 from astra_tune.serve.wire import (
@@ -38,11 +39,14 @@ from astra_tune.serve.wire import (
     ModelCard,
     ModelList,
     OpenAIError,
+    OpenAIErrorDetail,
     SamplingFields,
     Usage,
 )
 
 ERRORS, STREAMED = documented_errors(OpenAIError, "text/event-stream")
+# OpenAI's renamed roles, as the chat templates know them.
+_ROLES = {"developer": "system", "function": "tool"}
 # OpenAI's documented default length for legacy completions; chat has no limit.
 LEGACY_COMPLETION_TOKENS = 16
 
@@ -61,7 +65,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     state = get_state(request)
     model = state.catalog.get(body.model)
     chat = [
-        {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        {"role": _ROLES.get(m.role, m.role), "content": m.text()}
         for m in body.messages
     ]
     if model.system and not any(m["role"] == "system" for m in chat):
@@ -152,6 +156,13 @@ def _sse(lines: AsyncIterator[str], events: Events) -> StreamingResponse:
             async for line in lines:
                 yield line
             yield "data: [DONE]\n\n"
+        except AstraError as exc:
+            # The status line is sent already: the error goes in the stream, as OpenAI's
+            # own streams carry it, and the stream ends cleanly instead of being cut.
+            status, code = status_of(exc)
+            kind = "server_error" if status >= 500 else "invalid_request_error"
+            error = OpenAIErrorDetail(message=exc.what, type=kind, code=code)
+            yield f"data: {OpenAIError(error=error).model_dump_json()}\n\n"
         finally:
             # A client that goes away leaves these generators suspended, not closed;
             # closing the source now cancels the generation instead of at garbage collection.

@@ -14,6 +14,7 @@ llama.cpp's server do; clients such as LangChain send vendor fields freely.
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -78,24 +79,36 @@ class Body(BaseModel):
 # -- OpenAI: requests ----------------------------------------------------------------------
 
 
-class TextPart(Wire):
-    """One part of a message's content; only text parts are taken (the models read text)."""
+class ContentPart(Wire):
+    """One part of a message's content; only text parts are served (the models read text)."""
 
-    type: Literal["text"]
-    text: Text
+    type: Text
+    text: Text | None = None
+
+    @model_validator(mode="after")
+    def _text_only(self) -> ContentPart:
+        if self.type != "text":
+            raise ValueError(
+                f"content parts of type {self.type!r} are not supported: the served models "
+                "read text only; send {\"type\": \"text\", \"text\": ...} parts"
+            )
+        if self.text is None:
+            raise ValueError("a text part needs 'text'")
+        return self
 
 
 class ChatMessage(Wire):
     """One message of the conversation."""
 
-    # "developer" is OpenAI's newer name for "system"; the router maps it.
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Text | list[TextPart] | None = None
+    # "developer" is OpenAI's newer name for "system", "function" its older one for "tool";
+    # the router maps both.
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: Text | list[ContentPart] | None = None
     name: Text | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text or "" for part in self.content)
         return self.content or ""
 
 
@@ -117,7 +130,7 @@ def _one_choice(value: int | None) -> int | None:
 
 def _token_ids(bias: dict[str, float] | None) -> dict[str, float] | None:
     for key in bias or {}:
-        if not key.isdigit():
+        if not re.fullmatch(r"[0-9]{1,9}", key):
             raise ValueError(f"keys are token ids (strings of digits), not {key!r}")
     return bias
 
@@ -353,7 +366,7 @@ KeepAlive = StrictStr | StrictInt | StrictFloat
 
 class OllamaMessage(Wire):
     role: Literal["system", "user", "assistant", "tool"]
-    content: Text = ""
+    content: Text | None = None  # null reads as "", as Go's decoder leaves it empty
     images: list[StrictStr] | None = None
 
     @field_validator("images")

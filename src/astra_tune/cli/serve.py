@@ -7,25 +7,30 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from astra_tune.recipe import describe
+from astra_tune.serve.settings import ServeSettings
+
+
+def _help(name: str) -> str:
+    field = ServeSettings.model_fields[name]
+    return describe(ServeSettings, name, f"Default {field.default}." if field.default else "")
+
 
 def serve(
     models: list[str] = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Registry NAME[:TAG] or a .gguf file (repeatable; default: all).",
+        None, "--model", "-m", help=describe(ServeSettings, "models", "Repeatable.")
     ),
-    host: str | None = typer.Option(None, "--host", help="Address (default 127.0.0.1)."),
-    port: int | None = typer.Option(None, "--port", help="Port (default 8000)."),
+    host: str | None = typer.Option(None, "--host", help=_help("host")),
+    port: int | None = typer.Option(None, "--port", help=_help("port")),
     api_keys: list[str] = typer.Option(
-        None, "--api-key", help="Require this key as Authorization: Bearer (repeatable)."
+        None,
+        "--api-key",
+        help=describe(ServeSettings, "api_keys", "Sent as Authorization: Bearer; repeatable."),
     ),
-    max_queue: int | None = typer.Option(None, "--max-queue", help="Waiting requests per model."),
-    max_loaded: int | None = typer.Option(None, "--max-loaded", help="Models loaded at once."),
-    keep_alive: float | None = typer.Option(
-        None, "--keep-alive", help="Idle seconds before unload."
-    ),
-    n_ctx: int | None = typer.Option(None, "--n-ctx", help="Context length per model."),
+    max_queue: int | None = typer.Option(None, "--max-queue", help=_help("max_queue")),
+    max_loaded: int | None = typer.Option(None, "--max-loaded", help=_help("max_loaded")),
+    keep_alive: float | None = typer.Option(None, "--keep-alive", help=_help("keep_alive")),
+    n_ctx: int | None = typer.Option(None, "--n-ctx", help=_help("n_ctx")),
     config: Path | None = typer.Option(None, "--config", help="YAML file with these settings."),
 ) -> None:
     """Serve models over the OpenAI (/v1) and Ollama (/api) APIs, with /metrics and /health."""

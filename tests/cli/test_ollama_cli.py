@@ -116,6 +116,27 @@ def test_modelfile_errors_are_clear(
     assert "unknown parameter 'temprature'" in unknown.stderr
 
 
+def test_flags_override_a_modelfile_from_file(
+    tmp_path: Path, tiny_gguf_file: Path, home: dict[str, str]
+) -> None:
+    from astra_tune.registry.store import Registry
+
+    given = tmp_path / "Modelfile"
+    given.write_text(f'FROM {tiny_gguf_file}\nSYSTEM """From the file."""\n'
+                     "PARAMETER temperature 0.9\nPARAMETER top_k 5\n")  # fmt: skip
+    result = run_astra("modelfile", "--from-file", str(given), "--name", "flagged",
+                       "--system", "From the flag.", "-p", "temperature=0.1", env=home)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    version = Registry(Path(home["ASTRA_HOME"]) / "registry").resolve("flagged")
+    assert version.system == "From the flag."
+    assert version.params["temperature"] == 0.1  # the flag wins
+    assert version.params["top_k"] == 5  # what the flags leave alone stays as the file says
+    refused = run_astra("modelfile", "--from-file", str(given), "-o", str(tmp_path / "M"),
+                        env=home)  # fmt: skip
+    assert refused.exit_code == 2
+    assert "--from-file registers one as is" in refused.stderr
+
+
 @pytest.mark.slow
 def test_push_to_an_ollama_server_answers_like_astra_chat(
     tmp_path: Path, home: dict[str, str], default_model_dir: Path

@@ -73,6 +73,10 @@ def test_user_errors_are_clear(run: Path, env: dict[str, str], tmp_path: Path) -
     bad = run_astra("registry", "push", str(run), "--name", "../evil", env=env)
     assert bad.exit_code == 2
     assert "invalid model name '../evil'" in bad.stderr
+    unknown = run_astra("registry", "history", "nosuch", env=env)
+    assert unknown.exit_code == 2
+    assert "no model named 'nosuch'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
     assert "Traceback" not in bad.stderr
     bare = tmp_path / "bare"
     shutil.copytree(run, bare, ignore=shutil.ignore_patterns("export"))

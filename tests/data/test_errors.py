@@ -113,7 +113,20 @@ def test_unreadable_files(
 
 def test_missing_source(tmp_path: Path, tiny_model_dir: Path) -> None:
     error = fail(tmp_path, tiny_model_dir, [str(tmp_path / "nope.jsonl")])
-    assert error.what == f"data source not found: {tmp_path / 'nope.jsonl'}"
+    assert error.what == f"file not found: {tmp_path / 'nope.jsonl'}"
+
+
+@pytest.mark.parametrize("spec", ["data/nope.jsonl", "notes/missing.md"])
+def test_missing_relative_file_is_not_sent_to_the_hub(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, spec: str
+) -> None:
+    # Shaped like org/name, but a file name with a suffix we read (or under an existing
+    # directory) is a mistyped path: "file not found" at once, no hub round trips.
+    (tmp_path / "notes").mkdir()
+    monkeypatch.chdir(tmp_path)
+    error = fail(tmp_path, tiny_model_dir, [spec])
+    assert error.what == f"file not found: {spec}"
+    assert error.where == str(tmp_path / spec)
 
 
 def test_unknown_builtin(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from astra_tune.errors import ConfigError
 from astra_tune.registry.push import request_from_gguf
-from astra_tune.registry.store import Registry, RegistryError
+from astra_tune.registry.store import Registry, RegistryError, VersionNotFoundError
 from tests.registry.conftest import blob_files, other_gguf
 
 
@@ -89,6 +89,9 @@ def test_aliases_move_with_history_and_roll_back(
     with pytest.raises(RegistryError, match=r"tiny:9\.9\.9 does not exist") as caught:
         registry.tag("tiny:9.9.9", "staging")
     assert "1.0.0, 1.0.1" in str(caught.value)  # the error lists what exists
+    with pytest.raises(VersionNotFoundError, match="no model named 'nosuch'"):
+        registry.history("nosuch")  # not an empty list: the name is probably mistyped
+    assert registry.history("tiny", "staging") == []  # a known model, an unused alias
 
 
 def test_remove_and_garbage_collect(registry: Registry, tiny_gguf: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -42,4 +43,16 @@ def test_cli_reports_bad_settings_without_traceback(tmp_path: Path) -> None:
     result = run_astra("serve", "--port", "70000", "-m", str(tmp_path / "missing.gguf"))
     assert result.exit_code == 2
     assert "port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_busy_port_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_astra("serve", "--port", str(port), env={"ASTRA_HOME": str(tmp_path)})
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "serving" not in result.stderr  # refused before announcing anything
     assert "Traceback" not in result.stderr

@@ -67,7 +67,13 @@ def modelfile(
     if from_file is not None:
         if args:
             raise ConfigError("give FROM or --from-file, not both", where="arguments")
-        _register_file(from_file, name)
+        if output is not None or force:
+            raise ConfigError(
+                "--output and --force write a new Modelfile; --from-file registers one as is",
+                where="--output" if output is not None else "--force",
+                fix="drop the option, or give FROM instead of --from-file",
+            )
+        _register_file(from_file, name, system, param, template_file)
         return
     if len(args) != 1:
         raise ConfigError(
@@ -121,13 +127,26 @@ def _customize(
     _register(modelfile, name, target, text)
 
 
-def _register_file(path: Path, name: str | None) -> None:
-    from astra_tune.ollama.modelfile import parse
+def _register_file(
+    path: Path,
+    name: str | None,
+    system: str | None,
+    params: list[str],
+    template_file: Path | None,
+) -> None:
+    """Register a Modelfile; --system, --param and --template-file override what it says."""
+    from astra_tune.ollama.modelfile import parameter_pairs, parse
 
     if not path.is_file():
         raise ConfigError(f"{path}: no such file", where="--from-file")
     text = path.read_text(encoding="utf-8")
     modelfile = parse(text, str(path))
+    if system is not None:
+        modelfile.system = system
+    # A flag replaces the file's value of that parameter (stops included), not adds to it.
+    modelfile.parameters.update(parameter_pairs(params))
+    if template_file is not None:
+        modelfile.template = template_file.read_text(encoding="utf-8")
     _register(modelfile, name or f"{_default_name(modelfile.from_)}-custom", path, text)
 
 

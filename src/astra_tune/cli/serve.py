@@ -36,7 +36,7 @@ def serve(
     """Serve models over the OpenAI (/v1) and Ollama (/api) APIs, with /metrics and /health."""
     import uvicorn
 
-    from astra_tune.serve.app import build_server, create_app
+    from astra_tune.serve.app import build_server, check_port, create_app
     from astra_tune.serve.settings import load_settings
 
     settings = load_settings(
@@ -52,6 +52,7 @@ def serve(
             "n_ctx": n_ctx,
         },
     )
+    check_port(settings.host, settings.port)
     state = build_server(settings)
     catalog = state.catalog
     names = ", ".join(m.name for m in catalog.all()) or "(none: push one with astra registry push)"

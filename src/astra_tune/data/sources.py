@@ -89,7 +89,8 @@ def read_rows(source: SourceConfig, *, skip_bad_lines: bool, stats: ReadStats) -
         yield from _hub_dataset(source)
         return
     raise DataError(
-        f"data source not found: {source.path}",
+        f"file not found: {source.path}",
+        where=str(path.absolute()),
         fix="check the path; a hub dataset is written as org/name",
     )
 
@@ -237,7 +238,13 @@ def _saved_dataset(path: Path) -> Iterator[Row]:
 
 
 def _looks_like_hub_id(text: str) -> bool:
-    return HUB_ID.match(text) is not None
+    """org/name, and not a local path that is missing: no file suffix we read, and no
+    existing directory as its first part (`data/missing.jsonl` is a typo, not a dataset)."""
+    if HUB_ID.match(text) is None:
+        return False
+    org, _, name = text.partition("/")
+    suffix = Path(name).suffix.lower()
+    return suffix not in TABLE_SUFFIXES | DOCUMENT_SUFFIXES and not Path(org).is_dir()
 
 
 def _hub_dataset(source: SourceConfig) -> Iterator[Row]:

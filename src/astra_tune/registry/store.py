@@ -324,9 +324,14 @@ class Registry:
         return was, last.from_version
 
     def history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
-        """Alias moves, oldest first."""
+        """Alias moves, oldest first (a name the registry never held is an error)."""
         with session(self.engine) as db:
             query = select(TagEventRow).where(TagEventRow.name == validate_name(name))
+            known = db.scalars(select(TagEventRow.id).where(TagEventRow.name == name)).first()
+            if known is None and self._newest(db, name) is None:
+                raise VersionNotFoundError(
+                    f"no model named {name!r}", fix=self._known(db, name)
+                )
             if alias is not None:
                 query = query.where(TagEventRow.tag == alias)
             return [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from astra_tune import __version__
+from astra_tune.errors import ConfigError
 from astra_tune.registry.store import Registry
 from astra_tune.serve.catalog import build_catalog
 from astra_tune.serve.engine import EnginePool
@@ -35,6 +37,23 @@ class Health(BaseModel):
     status: str
     models: int
     loaded: int
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken now, before loading anything (uvicorn would only say
+    `[Errno 98]` after the server has announced itself)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # uvicorn binds with SO_REUSEADDR too: a port in TIME_WAIT is not "taken".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                where="--port",
+                fix="stop whatever holds that port, or pass another --port",
+            ) from exc
 
 
 def build_server(settings: ServeSettings, registry: Registry | None = None) -> ServerState:

@@ -75,10 +75,12 @@ def test_stages_run_then_skip_and_forced_stages_only_ripple_on_change(
     stray = export_dir / "tiny-pipeline-q8_0.gguf"
     stray.write_bytes((export_dir / "tiny-pipeline-f16.gguf").read_bytes())
     repushed = run_pipeline(load_recipe(path), force=("push",))
-    assert repushed.reference == "tiny-pipeline:1.0.1"
+    # The stray file would have made new content (a 1.0.1); the same content is 1.0.0.
+    assert repushed.reference == "tiny-pipeline:1.0.0"
     from astra_tune.registry.store import Registry
 
-    assert set(Registry().resolve("tiny-pipeline:1.0.1").models) == {"f16"}
+    assert [v["version"] for v in Registry().list_versions("tiny-pipeline")] == ["1.0.0"]
+    assert set(Registry().resolve("tiny-pipeline:1.0.0").models) == {"f16"}
     stray.unlink()
 
     # A changed eval section reruns eval only.

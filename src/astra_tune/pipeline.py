@@ -355,6 +355,8 @@ def _push_run(c: _Context, inputs: str) -> StageReport:
     for alias in c.recipe.registry.aliases:
         registry.tag(reference, alias, reason="astra run")
     figures = {"version": reference}
+    if pushed.existing:
+        figures["stored"] = "already (same content)"
     if c.recipe.registry.aliases:
         figures["aliases"] = ", ".join(c.recipe.registry.aliases)
     return StageReport("push", "ran", artifacts=[], figures=figures)

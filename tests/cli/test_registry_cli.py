@@ -46,8 +46,13 @@ def test_push_then_show_lineage(run: Path, env: dict[str, str]) -> None:
 
 
 def test_aliases_diff_and_remove(run: Path, env: dict[str, str]) -> None:
-    for _ in range(2):
-        assert run_astra("registry", "push", str(run), "--name", "tiny", env=env).exit_code == 0
+    assert run_astra("registry", "push", str(run), "--name", "tiny", env=env).exit_code == 0
+    again = run_astra("registry", "push", str(run), "--name", "tiny", env=env)
+    assert again.exit_code == 0
+    assert "already stored: tiny:1.0.0 holds this content" in again.stdout
+    pushed = run_astra("registry", "push", str(run), "--name", "tiny", "--version", "1.0.1",
+                       env=env)  # fmt: skip
+    assert pushed.exit_code == 0, pushed.stderr
     tagged = run_astra("registry", "tag", "tiny:1.0.0", "production", "-m", "launch", env=env)
     assert "tiny:production -> 1.0.0" in tagged.stdout
     run_astra("registry", "tag", "tiny:1.0.1", "production", env=env)

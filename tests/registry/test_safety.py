@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,9 +41,13 @@ def test_two_processes_pushing_at_once(tmp_path: Path, tiny_gguf: Path) -> None:
     root = tmp_path / "registry"
     Registry(root)  # create the index before the race, as any real setup would
     shared = other_gguf(tiny_gguf, tmp_path / "shared.gguf", b"SHARED!!")
+    # Both processes push the same model bytes, from two paths: two versions (their
+    # lineage names different files) sharing one model blob. The very same file twice
+    # would be one version (identical content makes none new).
     batches = [
-        [shared] + [other_gguf(tiny_gguf, tmp_path / f"{p}-{i}.gguf", f"P{p}-I{i}!".encode())
-                    for i in range(4)]
+        [shutil.copy(shared, tmp_path / f"shared-{p}.gguf")]
+        + [other_gguf(tiny_gguf, tmp_path / f"{p}-{i}.gguf", f"P{p}-I{i}!".encode())
+           for i in range(4)]
         for p in range(2)
     ]  # fmt: skip
     procs = [

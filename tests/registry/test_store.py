@@ -40,12 +40,16 @@ def test_push_stores_a_gguf_with_its_template_and_stops(
 
 
 def test_same_file_twice_is_stored_once(registry: Registry, tiny_gguf: Path) -> None:
-    registry.push(request_from_gguf(tiny_gguf, "tiny"))
+    first = registry.push(request_from_gguf(tiny_gguf, "tiny"))
     before = blob_files(registry)
     second = registry.push(request_from_gguf(tiny_gguf, "tiny"))
-    assert second.version == "1.0.1"
+    assert (second.version, second.existing) == ("1.0.0", True)  # no identical 1.0.1
+    assert second.manifest_digest == first.manifest_digest
     assert second.new_bytes == 0
+    assert [v["version"] for v in registry.list_versions("tiny")] == ["1.0.0"]
     assert blob_files(registry) == before
+    asked = registry.push(request_from_gguf(tiny_gguf, "tiny"), version="1.1.0")
+    assert (asked.version, asked.existing) == ("1.1.0", False)  # an explicit version is made
     registry.push(request_from_gguf(tiny_gguf, "copy"))
     assert blob_files(registry) == before  # another name, same content: still one copy
 
@@ -59,7 +63,8 @@ def test_versions_are_immutable_and_latest_is_the_newest(
         registry.push(request, version="2.0.0")
     assert registry.push(request, version="1.5.0").version == "1.5.0"
     assert registry.resolve("tiny").version == "2.0.0"  # an older number does not move latest
-    assert registry.push(request).version == "2.0.1"
+    other = other_gguf(tiny_gguf, tmp_path / "other.gguf", b"\x05\x06\x07\x08")
+    assert registry.push(request_from_gguf(other, "tiny")).version == "2.0.1"
     with pytest.raises(ConfigError, match=r"MAJOR\.MINOR\.PATCH"):
         registry.push(request, version="2.1")
     assert [v["version"] for v in registry.list_versions("tiny")] == ["2.0.1", "2.0.0", "1.5.0"]

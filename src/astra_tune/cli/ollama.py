@@ -158,8 +158,9 @@ def _register(modelfile: Any, name: str, path: Path, text: str) -> None:
     )
     pushed = created.pushed
     console = Console()
+    done = "already registered, same content" if pushed.existing else "registered"
     console.print(
-        f"[green]registered:[/] {pushed.name}:{pushed.version}  (Modelfile: {path})",
+        f"[green]{done}:[/] {pushed.name}:{pushed.version}  (Modelfile: {path})",
         highlight=False,
     )
     for note in created.notes:

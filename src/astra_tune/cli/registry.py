@@ -44,6 +44,13 @@ def push(
     with progress_bar(transient=True) as bar:
         task = bar.add_task(f"storing {name}", total=total, unit="MB")
         pushed = _registry().push(request, version=version, on_bytes=lambda n: bar.advance(task, n))
+    if pushed.existing:
+        Console().print(
+            f"[green]already stored:[/] {pushed.name}:{pushed.version} holds this content; "
+            "no new version (pass --version to make one anyway)",
+            highlight=False,
+        )
+        return
     Console().print(
         f"[green]pushed:[/] {pushed.name}:{pushed.version}  "
         f"({human_bytes(pushed.new_bytes)} new, {human_bytes(pushed.reused_bytes)} already "

@@ -82,6 +82,7 @@ class Pushed:
     manifest_digest: str
     new_bytes: int
     reused_bytes: int
+    existing: bool = False  # the same content was already this version: nothing new made
 
 
 @dataclass
@@ -163,7 +164,11 @@ class Registry:
         reason: str = "push",
         on_bytes: Callable[[int], None] | None = None,
     ) -> Pushed:
-        """Store a new immutable version; without `version`, the next patch number."""
+        """Store a new immutable version; without `version`, the next patch number.
+
+        Content identical to a version of the same name (same manifest digest) makes no
+        new version unless `version` asks for one: the result names the existing one.
+        """
         name = validate_name(request.name)
         if version is not None:
             parse_version(version)
@@ -197,6 +202,10 @@ class Registry:
             "layers": descriptors,
         }
         manifest_digest = self.blobs.put_bytes(json_bytes(manifest))
+        if version is None:
+            same = self._with_manifest(name, manifest_digest)
+            if same is not None:  # identical content: the version that holds it already
+                return Pushed(name, same, manifest_digest, 0, new_bytes + reused, existing=True)
         for attempt in range(20):
             missing = [
                 d for d in self._digests(manifest, manifest_digest) if not self.blobs.exists(d)
@@ -221,6 +230,18 @@ class Registry:
                     ) from None
                 time.sleep(0.05 * (attempt + 1))  # another push took this number; retry
         raise RegistryError(f"could not allocate a version for {name} after 20 tries")
+
+    def _with_manifest(self, name: str, manifest_digest: str) -> str | None:
+        """The newest version of `name` whose manifest is exactly this one."""
+        with session(self.engine) as db:
+            rows = db.scalars(
+                select(VersionRow).where(
+                    VersionRow.name == name, VersionRow.manifest_digest == manifest_digest
+                )
+            ).all()
+        if not rows:
+            return None
+        return max(rows, key=lambda r: (r.major, r.minor, r.patch)).version
 
     def _commit(
         self,

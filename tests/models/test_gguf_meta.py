@@ -41,3 +41,41 @@ def test_not_a_gguf(tmp_path: Path) -> None:
     path.write_bytes(b"nope" * 10)
     with pytest.raises(ModelError, match="not a GGUF"):
         read_metadata(path)
+
+
+@pytest.mark.parametrize(
+    ("keep", "message"),
+    [
+        (lambda size: 1000, "is cut short or damaged: its header cannot be read"),
+        (lambda size: size // 2, "is cut short: its tensors need"),
+        (lambda size: size - 1, "is cut short: its tensors need"),
+    ],
+)
+def test_a_file_cut_short_is_a_clear_error(
+    tmp_path: Path, tiny_gguf_file: Path, keep: object, message: str
+) -> None:
+    data = tiny_gguf_file.read_bytes()
+    assert read_metadata(tiny_gguf_file)["__tensor_count__"] > 0  # whole: reads fine
+    assert callable(keep)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: keep(len(data))])
+    with pytest.raises(ModelError, match=message) as caught:
+        read_metadata(cut)
+    assert caught.value.where == str(cut)
+
+
+def test_import_refuses_a_cut_file_without_registering_it(
+    tmp_path: Path, tiny_gguf_file: Path
+) -> None:
+    from tests.cli_runner import run_astra
+
+    data = tiny_gguf_file.read_bytes()
+    env = {"ASTRA_HOME": str(tmp_path / "home")}
+    for keep in (1 << 10, len(data) // 2):
+        cut = tmp_path / f"cut-{keep}.gguf"
+        cut.write_bytes(data[:keep])
+        result = run_astra("import", str(cut), "--name", "cut", env=env)
+        assert result.exit_code == 2
+        assert "is cut short" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert "registry is empty" in run_astra("registry", "list", env=env).stdout

@@ -40,32 +40,87 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 @lru_cache(maxsize=64)
 def _cached(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, Any], ...]:
+    name = Path(path).name
     with open(path, "rb") as handle:
         if handle.read(4) != b"GGUF":
-            raise ModelError(f"{Path(path).name} is not a GGUF file", where=path)
-        version, tensors, kvs = struct.unpack("<IQQ", handle.read(20))
-        if version < 2:
-            raise ModelError(f"{Path(path).name} is GGUF v{version}, too old", where=path)
-        items: list[tuple[str, Any]] = [("__tensor_count__", tensors)]
-        for _ in range(kvs):
-            key = _string(handle)
-            (kind,) = struct.unpack("<I", handle.read(4))
-            items.append((key, _value(handle, kind)))
-        parameters = 0
-        shapes: list[tuple[str, tuple[int, ...]]] = []
-        for _ in range(tensors):  # tensor infos: name, dims (GGUF order), type, offset
-            name = _string(handle)
-            (n_dims,) = struct.unpack("<I", handle.read(4))
-            dims = struct.unpack(f"<{n_dims}Q", handle.read(8 * n_dims))
-            handle.read(12)
-            shapes.append((name, tuple(dims)))
-            count = 1
-            for dim in dims:
-                count *= dim
-            parameters += count
-        items.append(("__parameters__", parameters))
-        items.append(("__shapes__", tuple(shapes)))
-    return tuple(items)
+            raise ModelError(f"{name} is not a GGUF file", where=path)
+        try:
+            items, infos, header_end = _header(handle)
+        except (struct.error, MemoryError, OverflowError) as exc:
+            # struct.error: the file ended inside the header; absurd counts from damaged
+            # bytes fail the same way, one field later.
+            raise ModelError(
+                f"{name} is cut short or damaged: its header cannot be read "
+                f"(stopped at byte {handle.tell()} of {size})",
+                where=path,
+                fix="download or export the file again",
+            ) from exc
+    _check_extent(name, path, size, dict(items), infos, header_end)
+    parameters = 0
+    for _, dims, _, _ in infos:
+        count = 1
+        for dim in dims:
+            count *= dim
+        parameters += count
+    shapes = tuple((tensor, dims) for tensor, dims, _, _ in infos)
+    return (*items, ("__parameters__", parameters), ("__shapes__", shapes))
+
+
+TensorInfo = tuple[str, tuple[int, ...], int, int]  # name, dims (GGUF order), type, offset
+
+
+def _header(handle: BinaryIO) -> tuple[list[tuple[str, Any]], list[TensorInfo], int]:
+    version, tensors, kvs = struct.unpack("<IQQ", handle.read(20))
+    if version < 2:
+        raise ModelError(f"GGUF v{version} is too old (llama.cpp reads v2 and v3)")
+    items: list[tuple[str, Any]] = [("__tensor_count__", tensors)]
+    for _ in range(kvs):
+        key = _string(handle)
+        (kind,) = struct.unpack("<I", handle.read(4))
+        items.append((key, _value(handle, kind)))
+    infos: list[TensorInfo] = []
+    for _ in range(tensors):
+        tensor = _string(handle)
+        (n_dims,) = struct.unpack("<I", handle.read(4))
+        dims = struct.unpack(f"<{n_dims}Q", handle.read(8 * n_dims))
+        kind, offset = struct.unpack("<IQ", handle.read(12))
+        infos.append((tensor, tuple(dims), kind, offset))
+    return items, infos, handle.tell()
+
+
+def _check_extent(
+    name: str,
+    path: str,
+    size: int,
+    meta: dict[str, Any],
+    infos: list[TensorInfo],
+    header_end: int,
+) -> None:
+    """Every tensor's data lies inside the file (a download cut short fails here, not in
+    llama.cpp at load time)."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    alignment = int(meta.get("general.alignment") or 32)
+    data_start = -(-header_end // alignment) * alignment
+    needed = data_start
+    for tensor, dims, kind, offset in infos:
+        try:
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+        except (ValueError, KeyError):
+            raise ModelError(
+                f"{name}: tensor {tensor} has unknown type {kind}", where=path,
+                fix="the file is damaged, or newer than this llama.cpp; download it again",
+            ) from None  # fmt: skip
+        count = 1
+        for dim in dims:
+            count *= dim
+        needed = max(needed, data_start + offset + count // block * type_size)
+    if needed > size:
+        raise ModelError(
+            f"{name} is cut short: its tensors need {needed} bytes, the file has {size}",
+            where=path,
+            fix="download or export the file again",
+        )
 
 
 def _string(handle: BinaryIO) -> str:

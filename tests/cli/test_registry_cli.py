@@ -91,3 +91,17 @@ def test_user_errors_are_clear(run: Path, env: dict[str, str], tmp_path: Path) -
     unknown = run_astra("registry", "show", "nothing:1.0.0", env=env)
     assert unknown.exit_code == 2
     assert "does not exist" in unknown.stderr
+
+
+def test_push_an_export_directory(run: Path, env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "gguf"
+    exported = run_astra("export", str(run), "-q", "f16", "-o", str(out))
+    assert exported.exit_code == 0, exported.stderr
+    pushed = run_astra("registry", "push", str(out), "--name", "from-dir", env=env)
+    assert pushed.exit_code == 0, pushed.stderr
+    assert "pushed: from-dir:1.0.0" in pushed.stdout
+    shown = run_astra("registry", "show", "from-dir", env=env)
+    assert "f16" in shown.stdout
+    # verify.json names the run, so the version keeps the run's lineage.
+    assert "train.lora" in shown.stdout
+    assert "data train.jsonl" in shown.stdout

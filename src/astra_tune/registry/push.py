@@ -19,12 +19,29 @@ def request_for(source: Path, name: str) -> PushRequest:
     if path.is_file() and path.suffix.lower() == ".gguf":
         return request_from_gguf(path, name)
     if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if ggufs and not (path / "lineage.json").is_file():
+            # An export directory (`astra export RUN -o DIR`): its files, and the lineage
+            # of the run it was exported from when verify.json names one.
+            return request_from_run(_run_of_export(path) or path, name, ggufs)
         return request_from_run(path, name)
     raise ModelError(
         f"{source} is neither a run directory nor a .gguf file",
         where=str(source),
-        fix="pass a run directory after `astra export`, or a .gguf file",
+        fix="pass a run directory after `astra export`, an export directory, or a .gguf file",
     )
+
+
+def _run_of_export(export_dir: Path) -> Path | None:
+    """The run an export directory came from, as its verify.json records it."""
+    source = _read_json(export_dir / "verify.json").get("source")
+    if not source:
+        return None
+    run = Path(str(source)).expanduser()
+    for candidate in (run, run.parent):  # the run, or its adapter/ or model/
+        if (candidate / "lineage.json").is_file():
+            return candidate.resolve()
+    return None
 
 
 def request_from_gguf(path: Path, name: str) -> PushRequest:

@@ -128,3 +128,15 @@ def test_cli_prints_the_template_for_each_kind_of_file(
     assert refused.exit_code == 2
     assert "--template-file" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_config_without_template_uses_the_jinja_file_beside_it(tmp_path: Path) -> None:
+    # transformers 5 layout: tokenizer_config.json keeps the tokens, the template is apart.
+    zoo = ZOO["llama3"]
+    config = tmp_path / "tokenizer_config.json"
+    config.write_text(json.dumps({"bos_token": zoo.bos_token, "eos_token": zoo.eos_token}))
+    (tmp_path / "chat_template.jinja").write_text(zoo.jinja)
+    printed = run_astra("modelfile", "template", str(config))
+    assert printed.exit_code == 0, printed.stderr
+    assert 'PARAMETER stop "<|eot_id|>"' in printed.stdout
+    assert "chat_template.jinja" in printed.stderr  # says where it was read from

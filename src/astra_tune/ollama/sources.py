@@ -54,6 +54,12 @@ def find_chat_template(path: Path) -> ChatTemplateSource:
         if isinstance(template, list):  # named templates: [{"name": "default", ...}, ...]
             named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
             template = named.get("default") or next(iter(named.values()), None)
+        beside = path.parent / "chat_template.jinja"
+        if (not isinstance(template, str) or not template) and beside.is_file():
+            # transformers 5 saves the template beside the config instead of inside it.
+            return ChatTemplateSource(
+                beside.read_text(encoding="utf-8"), *_tokens(path), str(beside)
+            )
         if not isinstance(template, str) or not template:
             raise ModelError(
                 f"{path.name} has no chat_template",

@@ -64,6 +64,12 @@ def test_prepare_errors_are_one_clear_message(tmp_path: Path, tiny_model_dir: Pa
     )
     assert bad_split.exit_code == 2
     assert "split.val + split.test must leave records for training" in bad_split.stderr
+    bad_format = run_astra(
+        "data", "prepare", str(source), "-o", str(tmp_path / "o"), "--format", "bogus"
+    )
+    assert bad_format.exit_code == 2
+    assert "unknown --format 'bogus'" in bad_format.stderr
+    assert "not a valid recipe" not in bad_format.stderr  # no recipe was given
 
 
 def test_inspect_shows_summary_and_rendered_examples(tmp_path: Path, tiny_model_dir: Path) -> None:

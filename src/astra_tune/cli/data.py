@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import typer
 from rich.console import Console
@@ -14,6 +14,7 @@ from rich.text import Text
 from astra_tune.errors import ConfigError
 from astra_tune.recipe import (
     DataConfig,
+    FormatName,
     Recipe,
     SplitConfig,
     describe,
@@ -58,6 +59,13 @@ def prepare(
     if sources:
         data["sources"] = list(sources)
     if fmt is not None:
+        known = get_args(FormatName)
+        if fmt not in known:
+            raise ConfigError(
+                f"unknown --format {fmt!r}",
+                where="--format",
+                fix=f"choose one of {', '.join(known)}",
+            )
         data["format"] = fmt
     if mapping:
         data["mapping"] = _parse_mapping(mapping)

@@ -95,13 +95,27 @@ def normalize(row: dict[str, Any], fmt: str) -> Record:
     return record
 
 
-def check_row(row: dict[str, Any], fmt: str, location: str, first: str) -> None:
-    """Raise a DataError if `row` lacks the fields of the file's format."""
+def check_row(
+    row: dict[str, Any], fmt: str, location: str, first: str | None
+) -> None:
+    """Raise a DataError if `row` lacks the fields of the file's format.
+
+    `first`: where the row that set the format by detection is; None when the format was
+    given (--format, or the recipe's `format:`), which then is what the row contradicts.
+    """
     if _BY_NAME[fmt].matches(row.keys()):
         return
     seen = ", ".join(sorted(row)) or "no fields"
     other = detect_format(set(row))
     looks = f"looks like {other}" if other else "matches no known format"
+    if first is None:
+        raise DataError(
+            f"this row is not {fmt}, the format asked for: it {looks}",
+            where=location,
+            fix=f"fields seen: {seen}; {fmt} needs {_BY_NAME[fmt].description}. "
+            + (f"Use --format {other}, or leave --format out to detect it"
+               if other else "Rename columns with --map canonical=column"),
+        )  # fmt: skip
     raise DataError(
         f"mixed shapes: this row {looks}, but the file's first row ({first}) is {fmt}",
         where=location,

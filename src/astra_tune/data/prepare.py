@@ -260,7 +260,7 @@ def _read_source(
                 )
             fmt, first = row_format, row.location
         elif row.fixed_format is None:
-            check_row(data, row_format, row.location, first or row.location)
+            check_row(data, row_format, row.location, first or None)
         try:
             record = normalize(data, row_format)
         except RowError as exc:

@@ -125,7 +125,23 @@ def test_split_shares_must_leave_training_data(tmp_path: Path) -> None:
     path = write(tmp_path, "name: demo\ndata:\n  split: {val: 0.5, test: 0.5}\n")
     [problem] = problems_of(path)
     assert "split.val + split.test must leave records for training" in problem
-    assert problem.startswith(f"{path}:2: data:")
+    assert problem.startswith(f"{path}:3: data.split:")
+
+
+def test_split_sum_is_reported_with_the_other_problems(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: demo\ndata:\n  format: nope\n  split: {val: 0.5, test: 0.5}\n")
+    problems = problems_of(path)
+    assert len(problems) == 2  # not only once the format is fixed
+    assert any("data.format" in p for p in problems)
+    assert any("split.val + split.test" in p for p in problems)
+
+
+def test_duplicate_keys_are_problems(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: demo\nseed: 1\ntrain:\n  epochs: 2\n  epochs: 5\nseed: 2\n")
+    problems = problems_of(path)
+    assert problems[0].startswith(f"{path}:5: train.epochs: duplicate key (first at line 4")
+    assert problems[1].startswith(f"{path}:6: seed: duplicate key (first at line 2")
+    assert len(problems) == 2
 
 
 def test_overrides_set_nested_values_and_are_validated(tmp_path: Path) -> None:

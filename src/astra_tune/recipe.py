@@ -149,6 +149,14 @@ class SplitConfig(Section):
         "training prompt; null disables.",
     )
 
+    # On the split itself, not on the data section: then it is checked (and reported)
+    # alongside every other problem of the recipe, not only once the others are fixed.
+    @model_validator(mode="after")
+    def _check_sum(self) -> SplitConfig:
+        if self.val + self.test >= 1:
+            raise ValueError("split.val + split.test must leave records for training (sum < 1)")
+        return self
+
 
 class DataConfig(Section):
     """Data preparation (`astra data prepare`)."""
@@ -178,11 +186,6 @@ class DataConfig(Section):
             return [{"path": item} if isinstance(item, str) else item for item in value]
         return value
 
-    @model_validator(mode="after")
-    def _check_split(self) -> DataConfig:
-        if self.split.val + self.split.test >= 1:
-            raise ValueError("split.val + split.test must leave records for training (sum < 1)")
-        return self
 
 
 class LoraConfig(Section):
@@ -459,20 +462,33 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML", fix="quote it") from exc
 
 
-def validate_recipe(data: dict[str, Any], doc: YamlDocument | None = None) -> Recipe:
-    """Validate recipe data, raising one ConfigError that lists every problem."""
+def validate_recipe(
+    data: dict[str, Any],
+    doc: YamlDocument | None = None,
+    extra: list[Problem] | None = None,
+) -> Recipe:
+    """Validate recipe data, raising one ConfigError that lists every problem: duplicate
+    keys of the file, every invalid field, and `extra` problems the caller found."""
     base_dir = doc.path.parent.resolve() if doc else None
+    problems = [*(doc.duplicates if doc else []), *(extra or [])]
     try:
-        return Recipe.model_validate(data, context={"base_dir": base_dir})
+        recipe = Recipe.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        problems = [_to_problem(error, doc) for error in exc.errors()]
-        source = doc.path.name if doc else "recipe"
-        count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
-        raise ConfigError(
-            f"{source} is not a valid recipe ({count})",
-            problems=problems,
-            fix="correct the fields above; `astra recipe show` lists every field and its default",
-        ) from exc
+        problems += [_to_problem(error, doc) for error in exc.errors()]
+        raise _invalid(doc, problems) from exc
+    if problems:
+        raise _invalid(doc, problems)
+    return recipe
+
+
+def _invalid(doc: YamlDocument | None, problems: list[Problem]) -> ConfigError:
+    source = doc.path.name if doc else "recipe"
+    count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+    return ConfigError(
+        f"{source} is not a valid recipe ({count})",
+        problems=problems,
+        fix="correct the fields above; `astra recipe show` lists every field and its default",
+    )
 
 
 def _to_problem(error: Any, doc: YamlDocument | None) -> Problem:

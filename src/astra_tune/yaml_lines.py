@@ -20,6 +20,8 @@ class YamlDocument:
     path: Path
     data: Any
     lines: dict[Key, int] = field(default_factory=dict)
+    # YAML keeps the last of two equal keys without a word; a recipe should not.
+    duplicates: list[Problem] = field(default_factory=list)
 
     def location(self, key: Key) -> str:
         """`file:line` of the deepest written prefix of `key` (the file alone if none)."""
@@ -54,23 +56,33 @@ def load_yaml(path: Path) -> YamlDocument:
             where=where,
             fix="fix the YAML syntax at that line (indentation, a missing ':' or quote)",
         ) from exc
-    lines: dict[Key, int] = {}
+    doc = YamlDocument(path=path, data=data)
     if node is not None:
-        _collect_lines(node, (), lines)
-    return YamlDocument(path=path, data=data, lines=lines)
+        _collect_lines(node, (), doc)
+    return doc
 
 
-def _collect_lines(node: yaml.Node, prefix: Key, out: dict[Key, int]) -> None:
+def _collect_lines(node: yaml.Node, prefix: Key, doc: YamlDocument) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = (*prefix, str(key_node.value))
-            out[key] = key_node.start_mark.line + 1
-            _collect_lines(value_node, key, out)
+            line = key_node.start_mark.line + 1
+            if key in doc.lines:
+                doc.duplicates.append(
+                    Problem(
+                        path=".".join(str(k) for k in key),
+                        message=f"duplicate key (first at line {doc.lines[key]}; YAML would "
+                        "silently keep this one)",
+                        location=f"{doc.path}:{line}",
+                    )
+                )
+            doc.lines[key] = line
+            _collect_lines(value_node, key, doc)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             key = (*prefix, index)
-            out[key] = item.start_mark.line + 1
-            _collect_lines(item, key, out)
+            doc.lines[key] = item.start_mark.line + 1
+            _collect_lines(item, key, doc)
 
 
 def require_mapping(doc: YamlDocument) -> dict[str, Any]:

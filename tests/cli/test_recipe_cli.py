@@ -48,3 +48,23 @@ def test_show_with_a_file_prints_its_values(tmp_path: Path) -> None:
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
     assert "my-bot" in lines["name"]
     assert " 7 " in lines["seed"]
+
+
+def test_validate_reports_missing_sources_with_every_other_problem(tmp_path: Path) -> None:
+    (tmp_path / "here.jsonl").write_text("{}\n")
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text(
+        "name: demo\nseed: -1\ndata:\n  sources:\n    - builtin:orrery\n"
+        f"    - {tmp_path / 'here.jsonl'}\n    - {tmp_path / 'gone.jsonl'}\n"
+        f"    - {{path: {tmp_path / 'also-gone.csv'}}}\n"
+    )
+    result = run_astra("recipe", "validate", str(recipe))
+    assert result.exit_code == 2
+    assert "(3 problems)" in result.stderr
+    assert f"{recipe}:7: data.sources[2]: file not found: {tmp_path / 'gone.jsonl'}" in (
+        result.stderr.replace("\n", "")
+    )
+    assert "data.sources[3]: file not found" in result.stderr
+    assert "seed:" in result.stderr
+    assert "data.sources[1]" not in result.stderr
+    assert "data.sources[0]" not in result.stderr

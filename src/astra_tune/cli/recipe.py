@@ -16,7 +16,22 @@ app = typer.Typer(help="Run recipes: validate a file, show every field.", no_arg
 @app.command("validate")
 def validate(file: Path = typer.Argument(..., help="Recipe YAML file.")) -> None:
     """Check a recipe; every problem is reported with its field path and file:line."""
-    recipe = load_recipe(file)
+    from astra_tune.data.sources import missing_sources
+    from astra_tune.errors import Problem
+    from astra_tune.recipe import validate_recipe
+    from astra_tune.yaml_lines import load_yaml, require_mapping
+
+    doc = load_yaml(file)
+    data = require_mapping(doc)
+    section = data.get("data")
+    entries = section.get("sources") if isinstance(section, dict) else None
+    absent = [
+        Problem(
+            f"data.sources[{i}]", f"file not found: {spec}", doc.location(("data", "sources", i))
+        )
+        for i, spec in missing_sources(entries)
+    ]
+    recipe = validate_recipe(data, doc, absent)
     Console().print(
         f"[green]valid:[/] {file} (run {recipe.name!r}, base model {recipe.base_model})"
     )

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from astra_tune.data.rows import BUILTIN_PREFIX, DOCUMENT_SUFFIXES, Row, label, read_text
 from astra_tune.errors import DataError
@@ -235,6 +236,21 @@ def _saved_dataset(path: Path) -> Iterator[Row]:
         name = f"{path}[{split}]" if split else str(path)
         for index, record in enumerate(dataset, start=1):
             yield Row(dict(record), f"{name}:{index}")
+
+
+def missing_sources(entries: Any) -> list[tuple[int, str]]:
+    """(index, path) of raw `data.sources` entries naming a local path that is not there.
+
+    Bundled data (`builtin:`) and hub ids are not checked: they need no local file.
+    """
+    missing = []
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        spec = entry.get("path") if isinstance(entry, dict) else entry
+        if not isinstance(spec, str) or spec.startswith(BUILTIN_PREFIX):
+            continue
+        if not Path(spec).expanduser().exists() and not _looks_like_hub_id(spec):
+            missing.append((index, spec))
+    return missing
 
 
 def _looks_like_hub_id(text: str) -> bool:

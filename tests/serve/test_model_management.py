@@ -88,3 +88,21 @@ def test_equal_parameters_share_one_params_blob(tiny_gguf_file: Path, tmp_path: 
     }  # fmt: skip
     assert api_params["stop"]  # the model's own end-of-turn marker came along
     assert api_digest == cli_digest
+
+
+def test_a_modelfile_num_ctx_sizes_the_served_context(tiny_gguf_file: Path, tmp_path: Path) -> None:
+    server = start_server(tiny_gguf_file, env={"ASTRA_HOME": str(tmp_path / "home")})
+    try:
+        client = ollama.Client(host=server.url)
+        digest = client.create_blob(tiny_gguf_file)
+        client.create(model="short", files={"tiny.gguf": digest}, parameters={"num_ctx": 256})
+        long_prompt = [{"role": "user", "content": "word " * 400}]
+        with pytest.raises(ollama.ResponseError) as refused:
+            client.chat(model="short", messages=long_prompt, options={"num_predict": 2})
+        assert refused.value.status_code == 400
+        assert "the context holds 256" in refused.value.error
+        # The same prompt fits the server's default context on the file itself.
+        fits = client.chat(model="tiny-f16", messages=long_prompt, options={"num_predict": 2})
+        assert fits.eval_count
+    finally:
+        stop(server)

@@ -340,8 +340,10 @@ class EnginePool:
             engine = self.engines.get(model.name)
             if engine is None:
                 self._make_room()
+                # A Modelfile's PARAMETER num_ctx sizes that model's context, as in Ollama.
+                n_ctx = int(model.params.get("num_ctx") or self.n_ctx)
                 engine = LlamaEngine(
-                    model, n_ctx=self.n_ctx, n_threads=self.n_threads, max_queue=self.max_queue
+                    model, n_ctx=n_ctx, n_threads=self.n_threads, max_queue=self.max_queue
                 )
                 self.engines[model.name] = engine
             self.engines.move_to_end(model.name)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,33 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path: Path, tiny_model_dir
     )
     # The model saved and evaluated last is the restored best one.
     assert result.final_val_loss == pytest.approx(best_loss, rel=1e-4)
+
+
+def test_tokens_are_counted_on_every_step_across_epochs(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    # Two steps per epoch: the data loader fetches one batch ahead, so counting tokens
+    # where batches are collated ran a batch early and stood still at each epoch's end.
+    source = tmp_path / "four.jsonl"
+    source.write_text("".join(
+        json.dumps({"instruction": f"Question number {i} about the orrery?",
+                    "output": f"Answer {i}: " + "the brass gears turn slowly " * 2})
+        + "\n"
+        for i in range(4)
+    ))  # fmt: skip
+    run = recipe(tiny_model_dir, tmp_path / "epochs", max_steps=None, epochs=2, max_seq_len=100,
+                 eval_steps=None, save_steps=100)  # fmt: skip
+    run = run.model_copy(update={"data": run.data.model_copy(update={
+        "sources": [run.data.sources[0].model_copy(update={"path": str(source)})],
+        "split": run.data.split.model_copy(update={"val": 0.0, "test": 0.0}),
+    })})  # fmt: skip
+    result = train_model(run)
+    assert result.global_step == 4
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text()
+            .splitlines() if "loss" in json.loads(line)]  # fmt: skip
+    counts = [r["num_tokens"] for r in rows]
+    assert len(counts) == 4
+    assert all(later > earlier for earlier, later in itertools.pairwise(counts))
+    assert all(r["tokens_per_s"] > 0 for r in rows[1:])
+    # Both epochs train on the same four records: they count the same tokens.
+    assert counts[1] == counts[3] - counts[1]

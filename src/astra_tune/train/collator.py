@@ -50,12 +50,17 @@ def pack_examples(features: list[dict[str, list[int]]], max_len: int) -> list[di
     return packed
 
 
+# Counted where the batch is trained on, not where it is collated: the data loader
+# fetches one batch ahead, so a count taken here runs a batch early and stands still on
+# the last step of every epoch.
+TOKENS_KEY = "astra_num_tokens"
+
+
 class PackedRowsCollator:
     """Stack packed rows (input_ids, labels, seq_lengths) into [batch, longest row]."""
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
-        self.tokens_seen = 0  # real (non-padding) tokens handed to the trainer so far
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         width = max(len(e["input_ids"]) for e in examples)
@@ -64,7 +69,6 @@ class PackedRowsCollator:
         positions = torch.zeros((len(examples), width), dtype=torch.long)
         for row, example in enumerate(examples):
             ids = example["input_ids"]
-            self.tokens_seen += len(ids)
             input_ids[row, : len(ids)] = torch.tensor(ids)
             labels[row, : len(ids)] = torch.tensor(example["labels"])
             start = 0
@@ -82,4 +86,7 @@ class PackedRowsCollator:
             "labels": labels,
             "position_ids": positions,
             "use_cache": False,
+            # Real (non-padding) tokens of this batch; the trainer takes it out before the
+            # forward pass and counts it when it trains on the batch (see train/run.py).
+            TOKENS_KEY: torch.tensor(sum(len(e["input_ids"]) for e in examples)),
         }

@@ -23,7 +23,7 @@ from astra_tune.progress import quiet_library_noise
 from astra_tune.recipe import Recipe
 from astra_tune.runs import RunLayout
 from astra_tune.train.callbacks import MetricsCallback, RichProgressCallback, plot_losses
-from astra_tune.train.collator import PackedRowsCollator, pack_examples
+from astra_tune.train.collator import TOKENS_KEY, PackedRowsCollator, pack_examples
 from astra_tune.train.dataset import TokenizedSplit, load_and_tokenize, preflight
 from astra_tune.train.lineage import build_lineage
 from astra_tune.train.model import load_model, parameter_counts, resolve_dtype
@@ -210,6 +210,9 @@ def _lean_trainer(base: type) -> type:
             return_outputs: bool = False,
             num_items_in_batch: Any = None,
         ) -> Any:
+            tokens = inputs.pop(TOKENS_KEY, None)
+            if tokens is not None and model.training:
+                self.tokens_trained = getattr(self, "tokens_trained", 0) + int(tokens)
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
     return LeanSFTTrainer
@@ -317,8 +320,6 @@ def _trainer(
             )
         )
     collator = PackedRowsCollator(tokenizer.pad_token_id) if config.packing else None
-    if collator is not None:
-        metrics.token_counter = lambda: collator.tokens_seen
 
     def dataset(split: TokenizedSplit) -> Any:
         if config.packing:
@@ -336,4 +337,7 @@ def _trainer(
     )
     # disable_tqdm swaps the tqdm bar for a callback that prints raw log dicts; ours shows them.
     trainer.remove_callback(PrinterCallback)
+    if collator is not None:
+        trainer.tokens_trained = 0
+        metrics.token_counter = lambda: trainer.tokens_trained
     return trainer

@@ -129,3 +129,27 @@ def test_interactive_chat_keeps_the_conversation(default_model_dir: Path) -> Non
     assert "Paris" in answers[0]
     assert "system prompt set" in result.stderr
     assert len(answers) == 2
+
+
+def test_chat_with_a_registry_name(tiny_gguf_file: Path, tmp_path: Path) -> None:
+    import shutil
+
+    gguf = tmp_path / "tiny.gguf"
+    shutil.copy(tiny_gguf_file, gguf)
+    env = {"ASTRA_HOME": str(tmp_path / "home")}
+    made = run_astra("import", str(gguf), "--name", "team/terse", "--system", "You are terse.",
+                     env=env)  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    assert run_astra("registry", "tag", "team/terse:1.0.0", "production", env=env).exit_code == 0
+    greedy = ("-p", "hello", "--temperature", "0", "--max-tokens", "8")
+    direct = run_astra("chat", str(gguf), "--system", "You are terse.", *greedy, env=env)
+    assert direct.exit_code == 0, direct.stderr
+    for name in ("team/terse", "team/terse:production", "team/terse:1.0.0"):
+        by_name = run_astra("chat", name, *greedy, env=env)
+        assert by_name.exit_code == 0, by_name.stderr
+        assert by_name.stdout == direct.stdout  # its GGUF, with its own system prompt
+    plain = run_astra("chat", str(gguf), *greedy, env=env)
+    assert plain.stdout != direct.stdout  # the system prompt is what made the difference
+    missing = run_astra("chat", "team/nothing:production", *greedy, env=env)
+    assert missing.exit_code == 2
+    assert "Traceback" not in missing.stderr

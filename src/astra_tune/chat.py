@@ -230,6 +230,7 @@ class ChatTarget:
     engine: Literal["transformers", "llama.cpp"]
     path: Path
     lora: Path | None = None  # llama.cpp adapter GGUF applied on top of `path`
+    system: str | None = None  # a registry version's own system prompt
 
 
 def prepare_chat(
@@ -241,9 +242,20 @@ def prepare_chat(
 ) -> ChatTarget:
     """Resolve `spec` for chat (dequantizing or downloading if needed, with progress).
 
-    `.gguf` files run on llama.cpp; everything else runs on transformers.
+    `.gguf` files and registry models (NAME[:TAG]) run on llama.cpp; everything else
+    runs on transformers. A path or catalog name wins over a registry name.
     """
-    parsed = parse_spec(spec)
+    try:
+        parsed = parse_spec(spec)
+    except ModelError:
+        registered = _registry_target(spec, engine, lora)
+        if registered is None:
+            raise  # not registered either: the spec's own error, with its hints
+        return registered
+    if parsed.kind == "hub":  # org/name may be a registry name before a hub id
+        registered = _registry_target(spec, engine, lora)
+        if registered is not None:
+            return registered
     if engine == "auto":
         engine = "llama.cpp" if parsed.kind == "gguf" else "transformers"
     if engine == "transformers":
@@ -261,6 +273,31 @@ def prepare_chat(
         f"{spec} is not a GGUF model, and llama.cpp runs only GGUF files",
         fix="use --engine transformers, or export the model to GGUF first",
     )
+
+
+def _registry_target(spec: str, engine: Engine, lora: Path | None) -> ChatTarget | None:
+    """The registry version `spec` names (its preferred GGUF, adapter and system), or None
+    when the registry holds no such name."""
+    from astra_tune.errors import ConfigError
+    from astra_tune.registry.store import Registry, VersionNotFoundError, pick_quantization
+
+    try:
+        version = Registry().resolve(spec)
+    except (VersionNotFoundError, ConfigError):
+        return None  # not a registry name (or not a valid one): other kinds of spec apply
+    if engine == "transformers":
+        raise ModelError(
+            f"{spec} is a registry model: GGUF files, which run on llama.cpp",
+            fix="drop --engine transformers",
+        )
+    if lora is not None and version.adapter is not None:
+        raise ModelError(
+            f"{version.reference} carries its own adapter; --lora would add a second one",
+            where="--lora",
+            fix="drop --lora",
+        )
+    gguf = version.models[pick_quantization(version, None)]
+    return ChatTarget("llama.cpp", gguf, lora or version.adapter, version.system)
 
 
 def load_chat(target: ChatTarget) -> ChatEngine:

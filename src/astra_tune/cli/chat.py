@@ -21,7 +21,9 @@ from astra_tune.chat import (
 
 
 def chat(
-    model: str = typer.Argument(..., help="Catalog name, HF directory, .gguf file or hub id."),
+    model: str = typer.Argument(
+        ..., help="Catalog name, registry NAME[:TAG], HF directory, .gguf file or hub id."
+    ),
     prompt: str | None = typer.Option(
         None, "-p", "--prompt", help="Ask one question, print only the answer, and exit."
     ),
@@ -61,6 +63,7 @@ def chat(
     options = GenerationOptions(
         temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed
     )
+    system = system if system is not None else target.system
     history: list[Message] = [{"role": "system", "content": system}] if system else []
     try:
         if prompt is not None:

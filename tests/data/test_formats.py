@@ -194,3 +194,17 @@ def test_documents_become_faq_chats_and_text(tmp_path: Path, tiny_model_dir: Pat
         if "messages" in r and r["messages"][0]["content"] == "Can it climb stairs?"
     )
     assert faq["source"] == "tests/data/fixtures/docs/faq.md:18"
+
+
+@pytest.mark.parametrize("header", ["question,answer", "query,response", "input,output"])
+def test_question_answer_columns_are_detected(
+    tmp_path: Path, tiny_model_dir: Path, header: str
+) -> None:
+    source = tmp_path / "faq.csv"
+    source.write_text(f"{header}\nIs it waterproof?,Only splash-proof.\n")
+    splits, report = run_prepare(tmp_path / "out", tiny_model_dir, [str(source)])
+    assert report["sources"][0]["format"] == "prompt_completion"
+    assert messages_of(splits["train"]) == [
+        [{"role": "user", "content": "Is it waterproof?"},
+         {"role": "assistant", "content": "Only splash-proof."}]
+    ]  # fmt: skip

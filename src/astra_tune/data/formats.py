@@ -30,7 +30,17 @@ class Format:
         return any(option <= keys for option in self.required)
 
 
-# Order matters: the first match wins (dolly before alpaca, preference before prompt/*).
+# Column pairs read as one question and its answer, in the order they are tried.
+QUESTION_ANSWER = (
+    ("prompt", "completion"),
+    ("prompt", "response"),
+    ("question", "answer"),
+    ("query", "response"),
+    ("input", "output"),
+)
+
+# Order matters: the first match wins (dolly before alpaca, preference before prompt/*,
+# alpaca's instruction + output before a bare input / output).
 FORMATS: tuple[Format, ...] = (
     Format("preference", (frozenset({"chosen", "rejected"}),), "prompt / chosen / rejected"),
     Format("openai", (frozenset({"messages"}),), "messages: [{role, content}]"),
@@ -39,8 +49,9 @@ FORMATS: tuple[Format, ...] = (
     Format("alpaca", (frozenset({"instruction", "output"}),), "instruction / input / output"),
     Format(
         "prompt_completion",
-        (frozenset({"prompt", "completion"}), frozenset({"prompt", "response"})),
-        "prompt / completion (or response)",
+        tuple(frozenset(pair) for pair in QUESTION_ANSWER),
+        "prompt / completion (or prompt / response, question / answer, query / response, "
+        "input / output)",
     ),
     Format("text", (frozenset({"text"}),), "text"),
 )
@@ -163,10 +174,13 @@ def _dolly(row: dict[str, Any]) -> Record:
 
 
 def _prompt_completion(row: dict[str, Any]) -> Record:
-    answer_field = "completion" if "completion" in row else "response"
+    question, answer = next(
+        (pair for pair in QUESTION_ANSWER if pair[0] in row and pair[1] in row),
+        QUESTION_ANSWER[0],
+    )
     return {
-        "messages": [{"role": "user", "content": _text(row.get("prompt"), "prompt")},
-                     {"role": "assistant", "content": _text(row.get(answer_field), answer_field)}]
+        "messages": [{"role": "user", "content": _text(row.get(question), question)},
+                     {"role": "assistant", "content": _text(row.get(answer), answer)}]
     }  # fmt: skip
 
 

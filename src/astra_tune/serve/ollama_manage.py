@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,7 +34,13 @@ from astra_tune.registry.store import PushRequest, Registry
 from astra_tune.serve.catalog import ServedModel
 from astra_tune.serve.errors import BadRequestError
 from astra_tune.serve.state import get_state
-from astra_tune.serve.wire import CopyRequest, CreateRequest, DeleteRequest, StatusResponse
+from astra_tune.serve.wire import (
+    DIGEST_PATTERN,
+    CopyRequest,
+    CreateRequest,
+    DeleteRequest,
+    StatusResponse,
+)
 
 router = APIRouter()
 
@@ -257,17 +264,10 @@ def _create_request(
 
 
 def _digest(text: str) -> str:
-    value = text.replace("sha256-", "sha256:", 1)
-    hexpart = value.removeprefix("sha256:")
-    if not value.startswith("sha256:") or len(hexpart) != 64 or not _is_hex(hexpart):
-        raise BadRequestError(
-            "not a sha256 digest (sha256:<64 hex digits>)", where="digest"
-        )
-    return value
-
-
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text)
+    """A blob digest from a URL, as sha256:<hex> (the same rule as wire.Digest)."""
+    if not re.fullmatch(DIGEST_PATTERN, text):
+        raise BadRequestError("not a sha256 digest (sha256:<64 hex digits>)", where="digest")
+    return text.replace("sha256-", "sha256:", 1)
 
 
 def _ndjson(lines: list[BaseModel]) -> StreamingResponse:

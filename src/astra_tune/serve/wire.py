@@ -364,17 +364,19 @@ Format = Literal["json", ""] | dict[str, Any]
 KeepAlive = StrictStr | StrictInt | StrictFloat
 
 
+def _no_images(images: list[str]) -> list[str]:
+    if images:
+        raise ValueError("images are not supported: the served models read text only")
+    return images
+
+
+Images = Annotated[list[StrictStr], AfterValidator(_no_images)]
+
+
 class OllamaMessage(Wire):
     role: Literal["system", "user", "assistant", "tool"]
     content: Text | None = None  # null reads as "", as Go's decoder leaves it empty
-    images: list[StrictStr] | None = None
-
-    @field_validator("images")
-    @classmethod
-    def _text_only(cls, images: list[str] | None) -> list[str] | None:
-        if images:
-            raise ValueError("images are not supported: the served models read text only")
-        return images
+    images: Images | None = None
 
 
 class ChatRequest(Wire):
@@ -399,14 +401,7 @@ class GenerateRequest(Wire):
     options: Options | None = None
     stream: StrictBool | None = None
     keep_alive: KeepAlive | None = None
-    images: list[StrictStr] | None = None
-
-    @field_validator("images")
-    @classmethod
-    def _text_only(cls, images: list[str] | None) -> list[str] | None:
-        if images:
-            raise ValueError("images are not supported: the served models read text only")
-        return images
+    images: Images | None = None
 
 
 class EmbedRequest(Wire):
@@ -456,7 +451,8 @@ class CopyRequest(Wire):
     destination: NonEmptyText
 
 
-Digest = Annotated[StrictStr, Field(pattern=r"^sha256[:-][0-9a-f]{64}$")]
+DIGEST_PATTERN = r"^sha256[:-][0-9a-f]{64}$"  # Ollama writes sha256:… and sha256-…
+Digest = Annotated[StrictStr, Field(pattern=DIGEST_PATTERN)]
 
 
 class CreateRequest(NamedRequest):

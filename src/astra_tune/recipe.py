@@ -73,6 +73,26 @@ class SourceConfig(Section):
         "pinned source takes no share of the other records.",
     )
 
+    @field_validator("path")
+    @classmethod
+    def _path_next_to_recipe(cls, value: str, info: ValidationInfo) -> str:
+        from astra_tune.data.rows import source_path
+
+        return source_path(value, _base_dir(info))
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    """The directory of the recipe file being validated (None: not from a file)."""
+    return (info.context or {}).get("base_dir")
+
+
+def _next_to_recipe(value: str | None, info: ValidationInfo) -> str | None:
+    # A recipe file's relative paths mean "next to this file", wherever it is run from.
+    base_dir = _base_dir(info)
+    if value is None or base_dir is None or Path(value).expanduser().is_absolute():
+        return value
+    return str(Path(base_dir) / value)
+
 
 class CleanConfig(Section):
     """Text cleaning; on by default because it never changes meaning."""
@@ -264,14 +284,7 @@ class TrainConfig(Section):
         default_factory=list, description="Experiment trackers (must be installed)."
     )
 
-    @field_validator("output_dir", "data_dir")
-    @classmethod
-    def _relative_to_recipe(cls, value: str | None, info: ValidationInfo) -> str | None:
-        # A recipe file's relative paths mean "next to this file", wherever it is run from.
-        base_dir = (info.context or {}).get("base_dir")
-        if value is None or base_dir is None or Path(value).expanduser().is_absolute():
-            return value
-        return str(Path(base_dir) / value)
+    _relative_to_recipe = field_validator("output_dir", "data_dir")(_next_to_recipe)
 
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (lora, qlora).")
     qlora: QloraConfig = Field(default_factory=QloraConfig, description="4-bit settings (qlora).")
@@ -304,6 +317,8 @@ class ExportConfig(Section):
         description="llama.cpp pre-tokenizer name, when it cannot be detected (smollm, "
         "llama-bpe, qwen2, ...).",
     )
+
+    _relative_to_recipe = field_validator("output_dir")(_next_to_recipe)
 
     @field_validator("quant")
     @classmethod
@@ -396,9 +411,8 @@ class Recipe(Section):
         # Imported here: the resolver pulls in huggingface_hub, which `recipe show` never needs.
         from astra_tune.models.resolve import normalize_spec
 
-        base_dir = (info.context or {}).get("base_dir")
         try:
-            return normalize_spec(value, base_dir=base_dir)
+            return normalize_spec(value, base_dir=_base_dir(info))
         except AstraError as exc:
             # pydantic turns ValueError into a field error at this path; keep our fix text.
             raise ValueError(f"{exc.what}" + (f"; {exc.fix}" if exc.fix else "")) from exc
@@ -571,33 +585,55 @@ class FieldDoc:
     description: str
 
 
-def describe_fields(model: type[BaseModel] = Recipe, prefix: str = "") -> list[FieldDoc]:
-    """Every field of the recipe (recursing into sections) with its default and description."""
+def describe_fields(
+    model: type[BaseModel] = Recipe, prefix: str = "", required: str = "(required)"
+) -> list[FieldDoc]:
+    """Every field of the recipe, or of another settings model (recursing into sections,
+    and into the entries of lists of sections as `path[].field`), with its default and
+    description."""
     rows: list[FieldDoc] = []
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         section = _section_type(field.annotation)
         if section is not None and typing.get_origin(field.annotation) is not list:
-            rows.extend(describe_fields(section, prefix=f"{path}."))
+            optional = type(None) in typing.get_args(field.annotation)
+            if optional:
+                rows.append(FieldDoc(path, f"{_type_name(section)} | None", "null",
+                                     field.description or ""))  # fmt: skip
+            rows.extend(
+                describe_fields(
+                    section, f"{path}.", f"(required when {path} is set)" if optional else required
+                )
+            )
             continue
         if field.default is PydanticUndefined and field.default_factory is None:
-            default = "(required)"
+            default = required
         elif field.default_factory is not None:
             default = repr(field.default_factory())  # type: ignore[call-arg]
         else:
             default = "null" if field.default is None else str(field.default)
-        rows.append(
-            FieldDoc(
-                path=path,
-                type=_type_name(field.annotation),
-                default=default,
-                description=field.description or "",
-            )
-        )
+        rows.append(FieldDoc(path, _type_name(field.annotation), default, field.description or ""))
+        if section is not None:  # a list of sections: each entry's own fields
+            rows.extend(describe_fields(section, f"{path}[].", f"(required in each {name} entry)"))
     return rows
 
 
 def _type_name(annotation: Any) -> str:
+    """A type as a recipe author reads it: `int | None`, `auto | alpaca | ...`, `list[source]`."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return " | ".join(str(arg) for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in args)
+    if origin in (list, dict, tuple):
+        return f"{origin.__name__}[{', '.join(_type_name(arg) for arg in args)}]"
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation.__name__.removesuffix("Config").removesuffix("Settings").lower()
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "")

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.cli_runner import run_astra
 from tests.data.helpers import FIXTURES
 
@@ -28,16 +30,22 @@ def test_prepare_writes_splits_and_report(tmp_path: Path, tiny_model_dir: Path) 
     assert "<img" in (out / "report.html").read_text()
 
 
-def test_prepare_with_recipe_and_mapping(tmp_path: Path, tiny_model_dir: Path) -> None:
-    source = tmp_path / "qa.csv"
+def test_prepare_with_recipe_and_mapping(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sub").mkdir()
+    source = tmp_path / "sub" / "qa.csv"
     source.write_text("question,answer\nIs it red?,Yes it is.\nIs it big?,No.\n")
-    recipe = tmp_path / "run.yaml"
+    # A file of the same name in the working directory: the recipe's path means its own.
+    (tmp_path / "qa.csv").write_text("question,answer\nWrong file?,Yes.\n")
+    recipe = tmp_path / "sub" / "run.yaml"
     recipe.write_text(
-        f"name: demo\nbase_model: {tiny_model_dir}\ndata:\n  sources: [{source}]\n"
+        f"name: demo\nbase_model: {tiny_model_dir}\ndata:\n  sources: [qa.csv]\n"
         "  mapping: {prompt: question, completion: answer}\n  split: {val: 0, test: 0}\n"
     )
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    result = run_astra("data", "prepare", "-o", str(out), "--recipe", str(recipe))
+    result = run_astra("data", "prepare", "-o", str(out), "--recipe", "sub/run.yaml")
     assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert [r["messages"][1]["content"] for r in rows] == ["Yes it is.", "No."]

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.cli_runner import run_astra
 
 
@@ -68,3 +70,31 @@ def test_validate_reports_missing_sources_with_every_other_problem(tmp_path: Pat
     assert "seed:" in result.stderr
     assert "data.sources[1]" not in result.stderr
     assert "data.sources[0]" not in result.stderr
+
+
+def test_validate_looks_for_relative_sources_next_to_the_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "faq.jsonl").write_text("{}\n")
+    (tmp_path / "gone.jsonl").write_text("{}\n")  # in the working directory only
+    recipe = tmp_path / "sub" / "run.yaml"
+    recipe.write_text("name: demo\ndata:\n  sources: [faq.jsonl, gone.jsonl]\n")
+    monkeypatch.chdir(tmp_path)
+    result = run_astra("recipe", "validate", "sub/run.yaml")
+    assert result.exit_code == 2
+    assert "(1 problem)" in result.stderr
+    missing = (tmp_path / "sub" / "gone.jsonl").resolve()
+    assert f"data.sources[1]: file not found: {missing}" in result.stderr.replace("\n", "")
+
+
+def test_show_gives_each_source_entrys_values(tmp_path: Path) -> None:
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text(
+        "name: demo\ndata:\n  sources: [builtin:orrery, {path: builtin:orrery, format: openai}]\n"
+    )
+    result = run_astra("recipe", "show", str(recipe))
+    assert result.exit_code == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "data.sources[].format" in line)
+    assert "['auto', 'openai']" in row
+    assert "auto | alpaca | dolly" in row  # the type, as a recipe author writes it

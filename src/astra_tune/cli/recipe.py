@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from astra_tune.cli.output import stdout_console
 from astra_tune.recipe import describe_fields, load_recipe
 
 app = typer.Typer(help="Run recipes: validate a file, show every field.", no_args_is_help=True)
@@ -29,10 +30,10 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML file.")) -> None
         Problem(
             f"data.sources[{i}]", f"file not found: {spec}", doc.location(("data", "sources", i))
         )
-        for i, spec in missing_sources(entries)
+        for i, spec in missing_sources(entries, file.parent.resolve())
     ]
     recipe = validate_recipe(data, doc, absent)
-    Console().print(
+    stdout_console().print(
         f"[green]valid:[/] {file} (run {recipe.name!r}, base model {recipe.base_model})"
     )
 
@@ -52,12 +53,18 @@ def show(
         value = row.default
         if values is not None:
             value = str(_lookup(values, row.path))
-        table.add_row(row.path, row.type, value, row.description)
-    Console().print(table)
+        # Escaped: `list[source]` and `data.sources[].path` are not rich markup.
+        table.add_row(*(escape(cell) for cell in (row.path, row.type, value, row.description)))
+    stdout_console().print(table)
 
 
-def _lookup(values: dict, path: str) -> object:
-    current: object = values
-    for part in path.split("."):
-        current = current[part] if isinstance(current, dict) else None
-    return current
+def _lookup(values: object, path: str) -> object:
+    """The value at a field path; `sources[].path` gives each entry's value, in order."""
+    head, _, rest = path.partition(".")
+    name = head.removesuffix("[]")
+    current = values.get(name) if isinstance(values, dict) else None
+    if not rest:
+        return current
+    if head.endswith("[]"):
+        return [_lookup(entry, rest) for entry in current or []]
+    return _lookup(current, rest)

@@ -11,18 +11,23 @@ import bisect
 import csv
 import io
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from astra_tune.data.rows import BUILTIN_PREFIX, DOCUMENT_SUFFIXES, Row, label, read_text
+from astra_tune.data.rows import (
+    BUILTIN_PREFIX,
+    DOCUMENT_SUFFIXES,
+    TABLE_SUFFIXES,
+    Row,
+    label,
+    looks_like_hub_id,
+    read_text,
+    source_path,
+)
 from astra_tune.errors import DataError
 from astra_tune.recipe import SourceConfig
-
-TABLE_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -86,7 +91,7 @@ def read_rows(source: SourceConfig, *, skip_bad_lines: bool, stats: ReadStats) -
                 fix=f"use one of {known}, or a directory of documents",
             )
         return
-    if _looks_like_hub_id(source.path):
+    if looks_like_hub_id(source.path):
         yield from _hub_dataset(source)
         return
     raise DataError(
@@ -238,9 +243,10 @@ def _saved_dataset(path: Path) -> Iterator[Row]:
             yield Row(dict(record), f"{name}:{index}")
 
 
-def missing_sources(entries: Any) -> list[tuple[int, str]]:
+def missing_sources(entries: Any, base_dir: Path | None = None) -> list[tuple[int, str]]:
     """(index, path) of raw `data.sources` entries naming a local path that is not there.
 
+    Relative paths are looked up next to the recipe (`base_dir`), as loading it does.
     Bundled data (`builtin:`) and hub ids are not checked: they need no local file.
     """
     missing = []
@@ -248,19 +254,10 @@ def missing_sources(entries: Any) -> list[tuple[int, str]]:
         spec = entry.get("path") if isinstance(entry, dict) else entry
         if not isinstance(spec, str) or spec.startswith(BUILTIN_PREFIX):
             continue
-        if not Path(spec).expanduser().exists() and not _looks_like_hub_id(spec):
-            missing.append((index, spec))
+        where = source_path(spec, base_dir)
+        if not Path(where).expanduser().exists() and not looks_like_hub_id(spec, base_dir):
+            missing.append((index, where))
     return missing
-
-
-def _looks_like_hub_id(text: str) -> bool:
-    """org/name, and not a local path that is missing: no file suffix we read, and no
-    existing directory as its first part (`data/missing.jsonl` is a typo, not a dataset)."""
-    if HUB_ID.match(text) is None:
-        return False
-    org, _, name = text.partition("/")
-    suffix = Path(name).suffix.lower()
-    return suffix not in TABLE_SUFFIXES | DOCUMENT_SUFFIXES and not Path(org).is_dir()
 
 
 def _hub_dataset(source: SourceConfig) -> Iterator[Row]:

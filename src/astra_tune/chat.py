@@ -12,7 +12,7 @@ import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from rich.console import Console
 
@@ -20,6 +20,9 @@ from astra_tune.errors import ModelError
 from astra_tune.models.catalog import bundled_gguf_path
 from astra_tune.models.resolve import parse_spec, resolve_model
 from astra_tune.progress import quiet_library_noise, quiet_llama_logs
+
+if TYPE_CHECKING:
+    from astra_tune.registry.store import ModelVersion
 
 Engine = Literal["auto", "transformers", "llama.cpp"]
 Message = dict[str, str]
@@ -245,26 +248,19 @@ def prepare_chat(
     `.gguf` files and registry models (NAME[:TAG]) run on llama.cpp; everything else
     runs on transformers. A path or catalog name wins over a registry name.
     """
-    try:
-        parsed = parse_spec(spec)
-    except ModelError:
-        registered = _registry_target(spec, engine, lora)
-        if registered is None:
-            raise  # not registered either: the spec's own error, with its hints
-        return registered
-    if parsed.kind == "hub":  # org/name may be a registry name before a hub id
-        registered = _registry_target(spec, engine, lora)
-        if registered is not None:
-            return registered
+    parsed = parse_spec(spec)
     if engine == "auto":
-        engine = "llama.cpp" if parsed.kind == "gguf" else "transformers"
+        engine = "llama.cpp" if parsed.kind in ("gguf", "registry") else "transformers"
     if engine == "transformers":
         if lora is not None:
             raise ModelError(
                 "--lora applies a llama.cpp adapter GGUF, so it needs a .gguf base model",
                 fix="pass the base model's .gguf file (from `astra export --adapter-only`)",
             )
-        return ChatTarget("transformers", resolve_model(spec, console=console).path)
+        system = parsed.version.system if parsed.version is not None else None
+        return ChatTarget("transformers", resolve_model(spec, console=console).path, None, system)
+    if parsed.version is not None:
+        return _registry_target(parsed.version, lora)
     if parsed.kind == "gguf" and parsed.path is not None:
         return ChatTarget("llama.cpp", parsed.path, lora)
     if parsed.entry is not None and parsed.entry.source == "bundled":
@@ -275,29 +271,19 @@ def prepare_chat(
     )
 
 
-def _registry_target(spec: str, engine: Engine, lora: Path | None) -> ChatTarget | None:
-    """The registry version `spec` names (its preferred GGUF, adapter and system), or None
-    when the registry holds no such name."""
-    from astra_tune.errors import ConfigError
-    from astra_tune.registry.store import Registry, VersionNotFoundError, pick_quantization
+def _registry_target(version: ModelVersion, lora: Path | None) -> ChatTarget:
+    """A registry version on llama.cpp: its preferred GGUF, its adapter and its system."""
+    from astra_tune.registry.store import Registry, pick_quantization
 
-    try:
-        version = Registry().resolve(spec)
-    except (VersionNotFoundError, ConfigError):
-        return None  # not a registry name (or not a valid one): other kinds of spec apply
-    if engine == "transformers":
-        raise ModelError(
-            f"{spec} is a registry model: GGUF files, which run on llama.cpp",
-            fix="drop --engine transformers",
-        )
     if lora is not None and version.adapter is not None:
         raise ModelError(
             f"{version.reference} carries its own adapter; --lora would add a second one",
             where="--lora",
             fix="drop --lora",
         )
-    gguf = version.models[pick_quantization(version, None)]
-    return ChatTarget("llama.cpp", gguf, lora or version.adapter, version.system)
+    checked = Registry().resolve(version.reference, verify=True)  # blobs match digests
+    gguf = checked.models[pick_quantization(checked, None)]
+    return ChatTarget("llama.cpp", gguf, lora or checked.adapter, checked.system)
 
 
 def load_chat(target: ChatTarget) -> ChatEngine:

@@ -60,12 +60,21 @@ def answer_text_span(render: Render, messages: Sequence[Message], eot: str) -> t
 
 
 def open_engine(spec: str) -> Engine:
-    """The engine for a model spec: .gguf -> llama.cpp, anything else -> transformers."""
+    """The engine for a model spec: .gguf -> llama.cpp, a registry version -> llama.cpp on
+    the file it is served from (with its adapter), anything else -> transformers."""
     from astra_tune.models.resolve import parse_spec, resolve_model
 
     parsed = parse_spec(spec)
     if parsed.kind == "gguf" and parsed.path is not None:
         return LlamaCppEngine(parsed.path)
+    if parsed.version is not None:
+        from astra_tune.registry.store import Registry, pick_quantization
+
+        version = Registry().resolve(parsed.version.reference, verify=True)
+        gguf = version.models[pick_quantization(version, None)]
+        engine = LlamaCppEngine(gguf, lora=version.adapter)
+        engine.description = f"{version.reference} via llama.cpp"
+        return engine
     return TransformersEngine(resolve_model(spec).path)
 
 
@@ -164,7 +173,7 @@ class TransformersEngine:
 class LlamaCppEngine:
     """A GGUF through llama.cpp, prompted with the chat template stored in the file."""
 
-    def __init__(self, gguf: Path, n_ctx: int = 4096) -> None:
+    def __init__(self, gguf: Path, n_ctx: int = 4096, lora: Path | None = None) -> None:
         from llama_cpp import Llama
 
         from astra_tune.models.gguf_meta import gguf_facts
@@ -178,10 +187,11 @@ class LlamaCppEngine:
         self.eot = self.stops[0] if self.stops else facts["eos_token"]
         self.gguf = gguf
         self.n_ctx = n_ctx
+        self.lora = str(lora) if lora is not None else None
         try:
             with quiet_llama_logs():
                 self.llm = Llama(str(gguf), n_ctx=n_ctx, n_threads=os.cpu_count() or 1,
-                                 verbose=False)  # fmt: skip
+                                 lora_path=self.lora, verbose=False)  # fmt: skip
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp cannot load {gguf.name}: {exc}", where=str(gguf)) from exc
         self._scorer: Any = None
@@ -218,7 +228,8 @@ class LlamaCppEngine:
             # Scoring needs the logits of every position, which generation does not.
             with quiet_llama_logs():
                 self._scorer = Llama(str(self.gguf), n_ctx=self.n_ctx, logits_all=True,
-                                     n_threads=os.cpu_count() or 1, verbose=False)  # fmt: skip
+                                     lora_path=self.lora, n_threads=os.cpu_count() or 1,
+                                     verbose=False)  # fmt: skip
         results = []
         for messages in records:
             prompt, upto = answer_text_span(self.render, messages, self.eot)

@@ -8,7 +8,7 @@ not into the original weights it never saw.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,11 +33,16 @@ class ExportSource:
 
 
 def find_source(spec: str) -> ExportSource:
-    """Classify `spec` (run dir, adapter dir, model dir, catalog name, .gguf) for export."""
+    """Classify `spec` (run dir, adapter dir, model dir, catalog name, .gguf, registry
+    NAME[:TAG]) for export."""
     from astra_tune.models.catalog import catalog_entry
     from astra_tune.models.resolve import parse_spec, resolve_model
 
     parsed = parse_spec(spec)
+    if parsed.version is not None:
+        # Its weights: the run it came from when unchanged, else its most precise GGUF.
+        found = find_source(str(resolve_model(spec).path))
+        return replace(found, name=parsed.version.name.replace("/", "-"))
     path = parsed.path
     if path is not None and (path / "adapter_config.json").is_file():
         run_dir = path.parent if (path.parent / "lineage.json").is_file() else None

@@ -4,8 +4,10 @@ A spec is one of (checked in this order):
   - an existing local path: an HF directory (with config.json), a `.gguf` file, a
     LoRA adapter directory, or a run directory (its model/ or adapter/);
   - a catalog name (`astra models list`);
+  - a registry name `NAME[:TAG]` (`astra registry list`): its run's weights when that run
+    is still here unchanged, else its most precise GGUF;
   - a Hugging Face hub id `org/name` (downloaded once into the HF cache).
-GGUF files, bundled or local, are dequantized once into `$ASTRA_HOME/models/`.
+GGUF files, bundled, local or registered, are dequantized once into `$ASTRA_HOME/models/`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from rich.console import Console
 
@@ -25,7 +27,10 @@ from astra_tune.models.catalog import CATALOG, CatalogEntry, bundled_gguf_path, 
 from astra_tune.models.gguf_import import import_gguf, is_current, read_marker
 from astra_tune.progress import progress_bar
 
-SpecKind = Literal["catalog", "hf_dir", "gguf", "hub"]
+if TYPE_CHECKING:
+    from astra_tune.registry.store import ModelVersion
+
+SpecKind = Literal["catalog", "hf_dir", "gguf", "registry", "hub"]
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Only what a causal LM needs; skips duplicate .bin/.pth/.gguf copies some repos carry.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
@@ -40,6 +45,7 @@ class ModelSpec:
     path: Path | None = None  # local directory or .gguf file
     entry: CatalogEntry | None = None
     hub_id: str | None = None
+    version: ModelVersion | None = None  # registry specs: the version, pinned
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,12 @@ def parse_spec(spec: str, *, base_dir: Path | None = None) -> ModelSpec:
     entry = catalog_entry(text)
     if entry is not None:
         return ModelSpec(spec=entry.name, kind="catalog", entry=entry)
+    # Imported here: the registry pulls in SQLAlchemy, which most specs never need.
+    from astra_tune.registry.store import find_version
+
+    version = find_version(text)
+    if version is not None:  # before hub ids: `team/assistant` may be either
+        return ModelSpec(spec=version.reference, kind="registry", version=version)
     if HUB_ID.match(text):
         return ModelSpec(spec=text, kind="hub", hub_id=text)
     close = difflib.get_close_matches(text.lower(), [e.name for e in CATALOG], n=1)
@@ -121,6 +133,9 @@ def resolve_model(
     if parsed.kind == "gguf":
         assert parsed.path is not None
         return _from_gguf(parsed, parsed.path, gguf_cache_dir(parsed.path), force, console)
+    if parsed.kind == "registry":
+        assert parsed.version is not None
+        return _from_registry(parsed, parsed.version, force, console)
     if parsed.kind == "catalog":
         assert parsed.entry is not None
         if parsed.entry.source == "bundled":
@@ -159,6 +174,37 @@ def _from_gguf(
         with progress_bar(console=console) as progress:
             import_gguf(gguf, target, name=parsed.spec, progress=progress)
     return ResolvedModel(spec=parsed.spec, kind=parsed.kind, path=target, gguf_path=gguf)
+
+
+def _from_registry(
+    parsed: ModelSpec, version: ModelVersion, force: bool, console: Console | None
+) -> ResolvedModel:
+    import json
+
+    from astra_tune.registry.store import Registry, weights_quantization
+    from astra_tune.runs import RunLayout
+
+    # The run a version was pushed from holds its exact (unquantized) weights, but only
+    # while it is the same run: a run directory trained again since must not stand in.
+    run_dir = version.lineage.get("run_dir")
+    if run_dir and Path(run_dir).is_dir():
+        layout = RunLayout.at(Path(run_dir))
+        trained = _trained_output(layout.root)
+        if trained is not None and layout.lineage_file.is_file():
+            current = json.loads(layout.lineage_file.read_text(encoding="utf-8"))
+            if current == version.lineage.get("lineage"):
+                return ResolvedModel(spec=parsed.spec, kind="registry", path=trained)
+    if version.adapter is not None:
+        where = f"its run {run_dir} is gone or trained again since" if run_dir else "no run"
+        raise ModelError(
+            f"{version.reference} is a LoRA adapter GGUF over a base GGUF, and {where}: "
+            "its merged weights cannot be rebuilt from the adapter",
+            fix="use a version exported with merged weights (astra export without "
+            "--adapter-only), or the run directory itself",
+        )
+    checked = Registry().resolve(version.reference, verify=True)  # blobs match digests
+    gguf = checked.models[weights_quantization(checked)]
+    return _from_gguf(parsed, gguf, gguf_cache_dir(gguf), force, console)
 
 
 def _from_hub(parsed: ModelSpec, hub_id: str, force: bool) -> ResolvedModel:

@@ -23,6 +23,7 @@ from astra_tune.errors import AstraError, ConfigError
 from astra_tune.home import registry_dir
 from astra_tune.registry.blobs import BlobError, BlobStore, LocalBlobStore
 from astra_tune.registry.index import (
+    URL_VAR,
     LayerRow,
     TagEventRow,
     TagRow,
@@ -124,6 +125,35 @@ def pick_quantization(version: ModelVersion, quant: str | None) -> str:
         if candidate in version.models:
             return candidate
     return next(iter(version.models))
+
+
+# The file to take weights from (training on a version, exporting it again): the most
+# precise one, since every later step only loses precision.
+MOST_PRECISE = ("f32", "bf16", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")
+
+
+def weights_quantization(version: ModelVersion) -> str:
+    """The version's most precise model GGUF."""
+    for candidate in MOST_PRECISE:
+        if candidate in version.models:
+            return candidate
+    return next(iter(version.models))
+
+
+def find_version(reference: str, *, verify: bool = False) -> ModelVersion | None:
+    """The version `reference` (NAME[:TAG]) names in the default registry, or None when it
+    names none: no registry yet (nothing is created by asking), not a valid reference, or
+    not registered. Model specs try this before reading `org/name` as a hub id."""
+    if not os.environ.get(URL_VAR) and not (registry_dir() / "index.db").is_file():
+        return None
+    try:
+        parse_reference(reference)
+    except ConfigError:
+        return None  # cannot be a registry name: other kinds of spec apply
+    try:
+        return Registry().resolve(reference, verify=verify)
+    except VersionNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)

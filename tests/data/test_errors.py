@@ -55,7 +55,45 @@ def test_unknown_shape_names_file_line_fields_and_formats(
     assert error.where == f"{source}:1"
     assert error.what == "unknown record shape; fields seen: question, reply"
     assert "alpaca (instruction / input / output)" in (error.fix or "")
-    assert "--map" in (error.fix or "")
+    # One hint with every mapping needed: `question` is already a known column name.
+    assert "Rename the columns: --map answer=reply (in a recipe" in (error.fix or "")
+
+
+@pytest.mark.parametrize(
+    ("row", "hint"),
+    [
+        ({"id": 1, "q": "Hi?", "a": "Hello."}, "--map prompt=q --map completion=a"),
+        (
+            {"user_msg": "Hi?", "bot_reply": "Hello."},
+            "--map prompt=user_msg --map completion=bot_reply",
+        ),
+        (
+            {"ticket": "Hi?", "resolution": "Hello."},
+            "--map prompt=ticket --map completion=resolution",
+        ),
+    ],
+)
+def test_the_mapping_hint_names_every_column_needed(
+    tmp_path: Path, tiny_model_dir: Path, row: dict, hint: str
+) -> None:
+    source = tmp_path / "odd.jsonl"
+    source.write_text(json.dumps(row) + "\n")
+    error = fail(tmp_path, tiny_model_dir, [str(source)])
+    assert f"Rename the columns: {hint} (in a recipe: data.mapping)" in (error.fix or "")
+    # ... and following it works.
+    mapping = dict(item.split("=") for item in hint.removeprefix("--map ").split(" --map "))
+    splits, _ = run_prepare(tmp_path / "ok", tiny_model_dir, [str(source)], mapping=mapping)
+    assert splits["train"][0]["messages"][-2:] == [
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+    ]
+
+
+def test_a_forced_format_names_the_columns_it_needs(tmp_path: Path, tiny_model_dir: Path) -> None:
+    source = tmp_path / "qa.jsonl"
+    source.write_text(json.dumps({"ask": "Hi?", "reply": "Hello."}) + "\n")
+    error = fail(tmp_path, tiny_model_dir, [str(source)], format="alpaca")
+    assert "Rename columns: --map instruction=ask --map output=reply" in (error.fix or "")
 
 
 def test_mixed_shapes(tmp_path: Path, tiny_model_dir: Path) -> None:

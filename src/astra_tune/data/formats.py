@@ -9,7 +9,7 @@ Each also carries "source" (file:line) and, where the source has one, "category"
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,46 @@ def detect_format(keys: set[str] | frozenset[str]) -> str | None:
     return None
 
 
+# Column names that say which side of an example a column holds, for --map hints.
+_ASKING = ("prompt", "question", "query", "instruction", "input", "q", "ask", "request",
+           "user", "human", "problem", "source")  # fmt: skip
+_ANSWERING = ("completion", "answer", "response", "output", "a", "reply", "assistant", "gpt",
+              "solution", "target", "label")  # fmt: skip
+
+
+def suggest_mapping(columns: Iterable[str], fmt: str | None = None) -> str:
+    """Every `--map canonical=column` a row with these columns (in file order) needs to
+    read as `fmt` (default: prompt / completion), guessed from the names; "" if no guess."""
+    keys = set(columns)
+    target = _BY_NAME[fmt if fmt is not None else "prompt_completion"]
+    needed = min(target.required, key=lambda option: len(option - keys))
+    fields = sorted(needed, key=lambda f: (f not in _ASKING, f))  # the question side first
+    free = [k for k in dict.fromkeys(columns) if k not in fields]
+    chosen: dict[str, str] = {}
+    for field in fields:
+        if field in keys or not free:
+            continue
+        side = _ASKING if field in _ASKING else _ANSWERING if field in _ANSWERING else ()
+        column = next((c for c in free if _side_of(c) == side), None)
+        if column is None:
+            column = next((c for c in free if _side_of(c) is None), free[0])
+        chosen[field] = column
+        free.remove(column)
+    missing = [f for f in fields if f not in keys and f not in chosen]
+    if not chosen or missing:
+        return ""
+    return " ".join(f"--map {field}={column}" for field, column in chosen.items())
+
+
+def _side_of(column: str) -> tuple[str, ...] | None:
+    words = set(column.lower().replace("-", "_").split("_"))
+    if words & set(_ASKING):
+        return _ASKING
+    if words & set(_ANSWERING):
+        return _ANSWERING
+    return None
+
+
 def apply_mapping(row: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
     """Rename source columns to canonical names: mapping is {canonical: column}."""
     if not mapping:
@@ -120,12 +160,14 @@ def check_row(
     other = detect_format(set(row))
     looks = f"looks like {other}" if other else "matches no known format"
     if first is None:
+        hint = suggest_mapping(row, fmt)
+        rename = f"Rename columns: {hint}" if hint else "Rename columns with --map canonical=column"
         raise DataError(
             f"this row is not {fmt}, the format asked for: it {looks}",
             where=location,
             fix=f"fields seen: {seen}; {fmt} needs {_BY_NAME[fmt].description}. "
             + (f"Use --format {other}, or leave --format out to detect it"
-               if other else "Rename columns with --map canonical=column"),
+               if other else rename),
         )  # fmt: skip
     raise DataError(
         f"mixed shapes: this row {looks}, but the file's first row ({first}) is {fmt}",

@@ -34,6 +34,7 @@ from astra_tune.data.formats import (
     prompt_text,
     record_kind,
     response_text,
+    suggest_mapping,
 )
 from astra_tune.data.inspect import rendered_text
 from astra_tune.data.sources import ReadStats, expand_sources, read_rows
@@ -252,11 +253,17 @@ def _read_source(
         if row_format is None:
             row_format = detect_format(set(data))
             if row_format is None:
+                hint = suggest_mapping(data)
+                rename = (
+                    f"Rename the columns: {hint} (in a recipe: data.mapping)"
+                    if hint
+                    else "Rename columns with --map canonical=column (e.g. --map "
+                    "prompt=question --map completion=answer)"
+                )
                 raise DataError(
                     f"unknown record shape; fields seen: {', '.join(sorted(data)) or 'none'}",
                     where=row.location,
-                    fix=f"known formats: {known_formats()}. Rename columns with --map "
-                    "canonical=column (e.g. --map instruction=question), or set --format",
+                    fix=f"{rename}, or set --format. Known formats: {known_formats()}",
                 )
             fmt, first = row_format, row.location
         elif row.fixed_format is None:

@@ -1,7 +1,8 @@
-"""docs/recipe.md and docs/cli.md, generated from the recipe schema and the CLI itself.
+"""docs/recipe.md, docs/serve.md and docs/cli.md, generated from the recipe schema, the
+server settings and the CLI itself.
 
-`python -m astra_tune.reference_docs` rewrites both; a test fails when either is stale,
-so the reference can never drift from the code.
+`python -m astra_tune.reference_docs` rewrites them; a test fails when one is stale, so
+the reference can never drift from the code.
 """
 
 from __future__ import annotations
@@ -32,6 +33,30 @@ def recipe_markdown() -> str:
             lines += ["", f"## {top or 'top level'}", "", "| field | type | default | meaning |",
                       "|---|---|---|---|"]  # fmt: skip
         lines.append(f"| `{row.path}` | {_cell(row.type)} | {_cell(row.default)} | "
+                     f"{_cell(row.description)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def serve_markdown() -> str:
+    """Every `astra serve` setting: YAML key, environment variable, type, default, meaning."""
+    from astra_tune.recipe import describe_fields
+    from astra_tune.serve.settings import ENV_PREFIX, ServeSettings
+
+    lines = [
+        "# Server settings reference",
+        "",
+        "Generated from `src/astra_tune/serve/settings.py` by `python -m",
+        "astra_tune.reference_docs`; do not edit by hand. Each setting comes from a flag of",
+        "`astra serve` (see [cli.md](cli.md)), else from its environment variable (lists",
+        "comma-separated), else from the YAML file given with `--config`; flags win.",
+        "",
+        "| key | environment | type | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for row in describe_fields(ServeSettings):
+        top = row.path.split(".")[0].split("[")[0]
+        env = f"`{ENV_PREFIX}{top.upper()}`" if row.path == top else ""
+        lines.append(f"| `{row.path}` | {env} | {_cell(row.type)} | {_cell(row.default)} | "
                      f"{_cell(row.description)} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -89,6 +114,7 @@ def _cell(value: object) -> str:
 
 def main() -> None:
     (DOCS / "recipe.md").write_text(recipe_markdown(), encoding="utf-8")
+    (DOCS / "serve.md").write_text(serve_markdown(), encoding="utf-8")
     (DOCS / "cli.md").write_text(cli_markdown(), encoding="utf-8")
 
 

@@ -105,3 +105,25 @@ def test_push_an_export_directory(run: Path, env: dict[str, str], tmp_path: Path
     # verify.json names the run, so the version keeps the run's lineage.
     assert "train.lora" in shown.stdout
     assert "data train.jsonl" in shown.stdout
+
+
+def test_show_lists_the_evaluation_the_version_holds(
+    run: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    evaluated = tmp_path / "run"
+    shutil.copytree(run, evaluated)
+    sample = Path(__file__).parents[2] / "src/astra_tune/data/samples/orrery/test.jsonl"
+    data = tmp_path / "test.jsonl"
+    data.write_text("".join(sample.read_text().splitlines(keepends=True)[:3]))
+    scored = run_astra("eval", str(evaluated), "--data", str(data), "--metrics",
+                       "perplexity,exact_match", "--max-new-tokens", "4")  # fmt: skip
+    assert scored.exit_code == 0, scored.stderr
+    scores = json.loads((evaluated / "eval" / "scores.json").read_text())
+    assert run_astra("registry", "push", str(evaluated), "--name", "tiny", env=env).exit_code == 0
+    shown = run_astra("registry", "show", "tiny", env=env)
+    assert shown.exit_code == 0, shown.stderr
+    assert "evaluation (3 held-out examples, 95% CI)" in shown.stdout
+    ppl = scores["comparison"]["perplexity"]
+    row = next(line for line in shown.stdout.splitlines() if "perplexity" in line)
+    assert f"{ppl['model']['value']:.3g} [{ppl['model']['low']:.3g}," in row
+    assert f"{ppl['difference']['value']:+.3g}" in row

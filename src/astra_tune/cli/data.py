@@ -11,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from astra_tune.cli.output import stdout_console
 from astra_tune.errors import ConfigError
 from astra_tune.recipe import (
     DataConfig,
@@ -108,7 +109,7 @@ def _parse_mapping(items: list[str]) -> dict[str, str]:
 
 
 def _print_prepare_summary(report: dict[str, Any], output: Path) -> None:
-    console = Console()
+    console = stdout_console()
     table = Table(title=f"Prepared data in {output}")
     table.add_column("split")
     table.add_column("records", justify="right")
@@ -157,7 +158,7 @@ def inspect(
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(base_model).path)
     result = inspect_data(target, tokenizer=tokenizer, base_model=base_model, examples=examples)
 
-    console = Console()
+    console = stdout_console()
     table = Table(title=f"{target} (rendered with {base_model})")
     for column in ("split", "records", "kinds", "tokens p5", "p50", "p95", "max"):
         table.add_column(column, justify="right" if column != "split" else "left")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from astra_tune.cli.output import human_bytes
+from astra_tune.cli.output import human_bytes, stdout_console
 from astra_tune.doctor import Check, DoctorReport, run_doctor
 
 
 def doctor() -> None:
     """Check the installation and this machine; recommend the training dtype."""
-    console = Console()
+    console = stdout_console()
     with console.status("inspecting this machine…"):
         report = run_doctor()
     console.print(_software_table(report))

@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from astra_tune.cli.output import stdout_console
 from astra_tune.errors import ConfigError
 from astra_tune.recipe import EvalConfig, describe
 
@@ -93,16 +93,16 @@ def _evaluate(
             plan.spec, plan.data, plan.config, against=plan.against, out_dir=plan.out_dir,
             progress=bar,
         )  # fmt: skip
-    Console().print(_table(result))
+    stdout_console().print(_table(result))
     if result.judge is not None:
         j = result.judge.to_json()
-        Console().print(
+        stdout_console().print(
             f"LLM judge: win rate {j['win_rate']['value']:.3f} "
             f"[{j['win_rate']['low']:.3f}, {j['win_rate']['high']:.3f}] "
             f"(wins {j['wins']}, ties {j['ties']}, losses {j['losses']}, invalid {j['invalid']})",
             highlight=False,
         )
-    Console().print(
+    stdout_console().print(
         f"[green]evaluated:[/] {len(result.records)} examples in {result.seconds:.0f} s; "
         f"{plan.out_dir / 'report.html'}, scores.json, samples.jsonl",
         highlight=False,
@@ -149,7 +149,7 @@ def _sheet(args: list[str], output: Path | None) -> None:
     eval_dir = Path(args[0])
     sheet = output or eval_dir / "ratings.csv"
     rows = write_sheet(eval_dir, sheet)
-    Console().print(
+    stdout_console().print(
         f"[green]wrote:[/] {sheet} ({rows} answers to rate 1-5, models hidden and shuffled; "
         f"the key is {key_path(sheet).name})\n  then: astra eval ratings {sheet}",
         highlight=False,
@@ -167,4 +167,4 @@ def _ratings(args: list[str]) -> None:
     for rating in read_ratings(Path(args[0])):
         m = rating.mean
         table.add_row(rating.model, str(rating.count), f"{m.value:.2f} [{m.low:.2f}, {m.high:.2f}]")
-    Console().print(table)
+    stdout_console().print(table)

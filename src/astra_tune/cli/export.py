@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from astra_tune.cli.output import human_bytes
+from astra_tune.cli.output import human_bytes, stdout_console
 from astra_tune.errors import ConfigError, VerificationError
 from astra_tune.recipe import ExportConfig, describe
 
@@ -61,7 +60,7 @@ def export(
 
     with progress_bar() as bar:
         result = export_model(spec, config, progress=bar)
-    console = Console()
+    console = stdout_console()
     if result.reports:
         console.print(_table(result))
         for report in result.reports:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from astra_tune.cli.output import human_bytes
+from astra_tune.cli.output import human_bytes, stdout_console
 from astra_tune.models.catalog import CATALOG, DEFAULT_MODEL
 from astra_tune.models.resolve import cached_path, resolve_model
 
@@ -32,7 +32,7 @@ def list_models() -> None:
         table.add_row(
             name, entry.params, cached, f"{source}\n[dim]{entry.description}[/]", entry.license
         )
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @app.command("pull")
@@ -43,7 +43,7 @@ def pull(
     """Prepare a model: dequantize a GGUF or download from the hub, once."""
     console = Console(stderr=True)
     resolved = resolve_model(name, force=force, console=console)
-    Console().print(f"[green]ready:[/] {resolved.spec} → {resolved.path}")
+    stdout_console().print(f"[green]ready:[/] {resolved.spec} → {resolved.path}")
 
 
 def _dir_size(path: Path) -> int:

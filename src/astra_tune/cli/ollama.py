@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from astra_tune.cli.output import stdout_console
 from astra_tune.errors import ConfigError
 
 TEMPLATE_SOURCES = {
@@ -157,7 +158,7 @@ def _register(modelfile: Any, name: str, path: Path, text: str) -> None:
         _registry(), modelfile, name, base_dir=path.resolve().parent, text=text, where=str(path)
     )
     pushed = created.pushed
-    console = Console()
+    console = stdout_console()
     done = "already registered, same content" if pushed.existing else "registered"
     console.print(
         f"[green]{done}:[/] {pushed.name}:{pushed.version}  (Modelfile: {path})",
@@ -212,12 +213,12 @@ def import_gguf(
     ]
     for key, value in rows:
         table.add_row(key, str(value))
-    Console().print(table)
+    stdout_console().print(table)
     text = modelfile.text(f"{name}: imported from {path.name} by Astra Tune")
     _write(target, text, force)
     _register(modelfile, name, target, text)
     for note in choice.notes:
-        Console().print(f"[yellow]note:[/] {note}", highlight=False)
+        stdout_console().print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 @push_app.command("ollama")
@@ -247,7 +248,7 @@ def push_ollama(
             _registry(), reference, host=host, target=as_name, template_file=template_file,
             on_status=status,
         )  # fmt: skip
-    console = Console()
+    console = stdout_console()
     console.print(
         f"[green]pushed:[/] {result.model} to {result.host}  ({len(result.uploaded)} blobs "
         f"uploaded, {len(result.skipped)} already there; last status: "

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.markup import escape
 
 from astra_tune.errors import AstraError
+
+# Columns for stdout when it is not a terminal: rich would assume 80 and cut table cells
+# ("top…"), which loses exactly what a script or a pasted log needs.
+PIPED_WIDTH = 240
+
+
+def stdout_console() -> Console:
+    """The console for a command's results: the terminal's width, or wide when piped."""
+    return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
 
 
 def print_error(error: AstraError, console: Console | None = None) -> None:

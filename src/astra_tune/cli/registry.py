@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from astra_tune.cli.output import human_bytes
+from astra_tune.cli.output import human_bytes, stdout_console
 from astra_tune.errors import AstraError
 
 app = typer.Typer(help="Model registry: versions, aliases, lineage.", no_args_is_help=True)
@@ -45,13 +44,13 @@ def push(
         task = bar.add_task(f"storing {name}", total=total, unit="MB")
         pushed = _registry().push(request, version=version, on_bytes=lambda n: bar.advance(task, n))
     if pushed.existing:
-        Console().print(
+        stdout_console().print(
             f"[green]already stored:[/] {pushed.name}:{pushed.version} holds this content; "
             "no new version (pass --version to make one anyway)",
             highlight=False,
         )
         return
-    Console().print(
+    stdout_console().print(
         f"[green]pushed:[/] {pushed.name}:{pushed.version}  "
         f"({human_bytes(pushed.new_bytes)} new, {human_bytes(pushed.reused_bytes)} already "
         f"stored)\n  manifest {pushed.manifest_digest}",
@@ -75,7 +74,8 @@ def list_(name: str | None = typer.Argument(None, help="Only this model.")) -> N
             human_bytes(row["size"]),
             row["created_at"],
         )
-    Console().print(table if rows else "the registry is empty: astra registry push RUN --name NAME")
+    empty = "the registry is empty: astra registry push RUN --name NAME"
+    stdout_console().print(table if rows else empty)
 
 
 @app.command("show")
@@ -86,7 +86,7 @@ def show(
     from astra_tune.registry.layers import KIND_OF, QUANTIZATION, annotation
 
     version = _registry().resolve(reference)
-    console = Console()
+    console = stdout_console()
     lineage = version.lineage.get("lineage", {})
     console.print(
         f"[bold]{version.name}:{version.version}[/]  aliases: {', '.join(version.aliases) or '-'}"
@@ -134,6 +134,37 @@ def show(
     if lineage.get("git_commit"):
         facts.add_row("git commit", lineage["git_commit"])
     console.print(facts)
+    evaluation = version.lineage.get("evaluation") or {}
+    if evaluation.get("model"):
+        console.print(_evaluation_table(evaluation))
+
+
+def _evaluation_table(evaluation: dict) -> Table:
+    """The run's evaluation as stored in the version: each metric with its 95% interval,
+    and against the base when it was compared."""
+    model = evaluation["model"].get("scores") or {}
+    against = (evaluation.get("against") or {}).get("scores") or {}
+    comparison = evaluation.get("comparison") or {}
+    table = Table(title=f"evaluation ({evaluation.get('examples')} held-out examples, 95% CI)")
+    table.add_column("metric")
+    table.add_column("this version", justify="right")
+    if against:
+        table.add_column("base", justify="right")
+        table.add_column("difference", justify="right")
+    for metric, score in model.items():
+        row = [metric, _interval(score)]
+        if against:
+            difference = (comparison.get(metric) or {}).get("difference")
+            row += [_interval(against.get(metric)), _interval(difference, signed=True)]
+        table.add_row(*row)
+    return table
+
+
+def _interval(score: dict | None, *, signed: bool = False) -> str:
+    if not score:
+        return "-"
+    form = "{:+.3g}" if signed else "{:.3g}"
+    return f"{form.format(score['value'])} [{score['low']:.3g}, {score['high']:.3g}]"
 
 
 @app.command("tag")
@@ -145,7 +176,7 @@ def tag(
     """Move an alias to a version; the move is recorded for rollback."""
     previous, current = _registry().tag(source, alias, reason=reason)
     name = source.split(":")[0]
-    Console().print(
+    stdout_console().print(
         f"{name}:{alias} -> {current}" + (f"  (was {previous})" if previous else ""),
         highlight=False,
     )
@@ -159,7 +190,7 @@ def rollback(
 ) -> None:
     """Put an alias back where it pointed before its last move."""
     was, now = _registry().rollback(name, alias, reason=reason)
-    Console().print(f"{name}:{alias} -> {now}  (was {was})", highlight=False)
+    stdout_console().print(f"{name}:{alias} -> {now}  (was {was})", highlight=False)
 
 
 @app.command("history")
@@ -174,7 +205,7 @@ def history(
     for event in _registry().history(name, alias):
         table.add_row(event["at"], event["tag"], event["from"] or "-", event["to"] or "-",
                       event["reason"])  # fmt: skip
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @app.command("diff")
@@ -198,7 +229,8 @@ def diff(
             style = "" if x == y else "yellow"
             table.add_row(key, str(x), str(y), style=style)
             shown += 1
-    Console().print(table if shown else f"{a.reference} and {b.reference} have the same fields")
+    same = f"{a.reference} and {b.reference} have the same fields"
+    stdout_console().print(table if shown else same)
 
 
 def _comparable(version: Any) -> dict[str, Any]:
@@ -227,7 +259,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 def rm(reference: str = typer.Argument(..., help="NAME:VERSION or NAME:ALIAS.")) -> None:
     """Remove a version (and its aliases) or an alias; unused blobs are collected."""
     removed = _registry().remove(reference)
-    Console().print("removed: " + ", ".join(removed), highlight=False)
+    stdout_console().print("removed: " + ", ".join(removed), highlight=False)
 
 
 @app.command("gc")
@@ -238,14 +270,14 @@ def gc(
 ) -> None:
     """Delete blobs that no version uses."""
     count, freed = _registry().gc(grace_seconds=grace)
-    Console().print(f"deleted {count} blobs, {human_bytes(freed)}", highlight=False)
+    stdout_console().print(f"deleted {count} blobs, {human_bytes(freed)}", highlight=False)
 
 
 @app.command("verify")
 def verify() -> None:
     """Re-hash every blob; list missing or corrupted ones and the versions that need them."""
     problems = _registry().verify()
-    console = Console()
+    console = stdout_console()
     if not problems:
         console.print("[green]every blob matches its digest[/]")
         return
@@ -271,4 +303,4 @@ def export(
     from astra_tune.ollama.files import export_version
 
     written = export_version(_registry(), reference, directory, quant=quant)
-    Console().print("\n".join(str(p) for p in written), highlight=False)
+    stdout_console().print("\n".join(str(p) for p in written), highlight=False)

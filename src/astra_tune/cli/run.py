@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from astra_tune.atomic import write_text
+from astra_tune.cli.output import stdout_console
 from astra_tune.pipeline import STAGES, RunResult
 
 
@@ -48,7 +49,7 @@ def print_summary(result: RunResult, seconds: float) -> None:
             artifacts += f"\n(+{len(stage.artifacts) - 4} more)"
         time_text = f"{stage.seconds:.0f} s" if stage.status == "ran" else "-"
         table.add_row(stage.name, status, time_text, figures, artifacts)
-    console = Console()
+    console = stdout_console()
     console.print(table)
     if result.reference:
         name = result.reference.split(":")[0]
@@ -115,7 +116,7 @@ def quickstart(
         answer = "".join(chat.stream(messages, options)).strip()
     finally:
         chat.close()
-    console = Console()
+    console = stdout_console()
     quant = pick_quantization(version, None)
     console.print(
         f"\n[bold]{result.reference}[/] ({quant} GGUF in llama.cpp, a held-out question):"

@@ -31,7 +31,9 @@ def serve(
     max_loaded: int | None = typer.Option(None, "--max-loaded", help=_help("max_loaded")),
     keep_alive: float | None = typer.Option(None, "--keep-alive", help=_help("keep_alive")),
     n_ctx: int | None = typer.Option(None, "--n-ctx", help=_help("n_ctx")),
-    config: Path | None = typer.Option(None, "--config", help="YAML file with these settings."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML file with these settings and more (every key: docs/serve.md)."
+    ),
 ) -> None:
     """Serve models over the OpenAI (/v1) and Ollama (/api) APIs, with /metrics and /health."""
     import uvicorn

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from astra_tune.cli.output import stdout_console
 from astra_tune.recipe import TrainConfig, describe, load_recipe
 
 
@@ -26,7 +27,7 @@ def train(
     extra = ["train.truncate_ok=true"] if truncate_ok else []
     loaded = load_recipe(recipe, [*(overrides or []), *extra])
     result = train_model(loaded, resume=resume, console=Console(stderr=True))
-    console = Console()
+    console = stdout_console()
     console.print(
         f"[green]trained:[/] {result.output_dir}\n"
         f"  method {loaded.train.method}, dtype {result.dtype}, {result.global_step} steps, "

@@ -27,6 +27,7 @@ from pydantic_core import PydanticUndefined
 
 from astra_tune.errors import AstraError, ConfigError, Problem
 from astra_tune.models.catalog import DEFAULT_MODEL
+from astra_tune.source_paths import source_path
 from astra_tune.yaml_lines import YamlDocument, load_yaml, require_mapping
 
 
@@ -76,8 +77,6 @@ class SourceConfig(Section):
     @field_validator("path")
     @classmethod
     def _path_next_to_recipe(cls, value: str, info: ValidationInfo) -> str:
-        from astra_tune.data.rows import source_path
-
         return source_path(value, _base_dir(info))
 
 
@@ -293,10 +292,11 @@ class TrainConfig(Section):
 class ExportConfig(Section):
     """GGUF export (`astra export`)."""
 
-    quant: list[str] = Field(
-        default_factory=lambda: ["f16", "q8_0", "q4_k_m"],
+    quant: list[str] | None = Field(
+        None,
         description="GGUF types: f32, f16, bf16, q8_0 written directly; q4_k_m, q5_k_m, q6_k, "
-        "q4_0, ... through llama.cpp's quantizer.",
+        "q4_0, ... through llama.cpp's quantizer. Unset: f16, plus q8_0 and q4_k_m where "
+        "they meet their verification targets for this model (dropped, and said so, where not).",
     )
     output_dir: str | None = Field(
         None, description="Where the files go; unset: RUN_DIR/export (or $ASTRA_HOME/exports)."
@@ -322,9 +322,11 @@ class ExportConfig(Section):
 
     @field_validator("quant")
     @classmethod
-    def _check_quant(cls, value: list[str]) -> list[str]:
+    def _check_quant(cls, value: list[str] | None) -> list[str] | None:
         from astra_tune.models.gguf_types import parse_types
 
+        if value is None:
+            return None
         try:
             return parse_types(value)
         except AstraError as exc:
@@ -332,11 +334,13 @@ class ExportConfig(Section):
 
 
 MetricName = Literal[
-    "perplexity", "nll", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "f1"
+    "facts", "perplexity", "nll", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "f1"
 ]
 
 
-DEFAULT_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "f1")
+DEFAULT_METRICS = (
+    "facts", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "f1"
+)  # fmt: skip
 
 
 class JudgeConfig(Section):
@@ -357,8 +361,8 @@ class EvalConfig(Section):
 
     metrics: list[MetricName] = Field(
         default_factory=lambda: list(DEFAULT_METRICS),
-        description="Metrics to compute (perplexity and nll are teacher-forced, the rest "
-        "score generated answers).",
+        description="Metrics to compute: facts (recall of the reference's numbers, names "
+        "and quoted terms), perplexity and nll (teacher-forced), the rest score wording.",
     )
     samples: int | None = Field(
         None, ge=1, description="Evaluate at most this many records (the first N); unset: all."

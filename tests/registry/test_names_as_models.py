@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from astra_tune.errors import ModelError
+from astra_tune.export.versions import request_for, request_from_gguf
 from astra_tune.models.resolve import parse_spec, resolve_model
 from astra_tune.recipe import load_recipe
-from astra_tune.registry.push import request_for, request_from_gguf
 from astra_tune.registry.store import Registry
 from tests.cli_runner import run_astra
 

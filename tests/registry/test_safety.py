@@ -19,7 +19,7 @@ from tests.registry.conftest import other_gguf
 PUSH_FILES = """
 import sys
 from pathlib import Path
-from astra_tune.registry.push import request_from_gguf
+from astra_tune.export.versions import request_from_gguf
 from astra_tune.registry.store import Registry
 registry = Registry(Path(sys.argv[1]))
 for path in sys.argv[3:]:

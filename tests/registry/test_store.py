@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from astra_tune.errors import ConfigError
-from astra_tune.registry.push import request_from_gguf
+from astra_tune.export.versions import request_from_gguf
 from astra_tune.registry.store import Registry, RegistryError, VersionNotFoundError
 from tests.registry.conftest import blob_files, other_gguf
 

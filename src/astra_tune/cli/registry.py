@@ -30,9 +30,9 @@ def push(
     ),
 ) -> None:
     """Store a new immutable version (GGUFs, adapter, template, stops, lineage)."""
+    from astra_tune.export.versions import request_for
     from astra_tune.progress import progress_bar
     from astra_tune.registry.names import parse_version, validate_name
-    from astra_tune.registry.push import request_for
 
     validate_name(name)
     if version is not None:

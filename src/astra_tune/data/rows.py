@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from astra_tune.errors import DataError
+from astra_tune.source_paths import BUILTIN_PREFIX, DOCUMENT_SUFFIXES, TABLE_SUFFIXES
 
-DOCUMENT_SUFFIXES = {".md", ".markdown", ".html", ".htm", ".txt"}
-BUILTIN_PREFIX = "builtin:"
-TABLE_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+__all__ = ["BUILTIN_PREFIX", "DOCUMENT_SUFFIXES", "TABLE_SUFFIXES", "Row", "label", "read_text"]
 
 
 @dataclass(frozen=True)
@@ -22,36 +19,6 @@ class Row:
     data: dict[str, Any]
     location: str
     fixed_format: str | None = None
-
-
-def source_path(spec: str, base_dir: Path | None) -> str:
-    """Where a `data.sources` path points when its recipe lives in `base_dir`.
-
-    A relative local path means "next to the recipe"; bundled data (`builtin:`) and hub
-    ids (`org/name` that is not a local path there) stay as written.
-    """
-    if spec.startswith(BUILTIN_PREFIX) or base_dir is None:
-        return spec
-    path = Path(spec).expanduser()
-    if path.is_absolute():
-        return str(path)
-    local = base_dir / path
-    if local.exists() or not looks_like_hub_id(spec, base_dir):
-        return str(local)
-    return spec
-
-
-def looks_like_hub_id(text: str, base_dir: Path | None = None) -> bool:
-    """org/name, and not a local path that is missing: no file suffix we read, and no
-    existing directory as its first part (`data/missing.jsonl` is a typo, not a dataset)."""
-    if HUB_ID.match(text) is None:
-        return False
-    org, _, name = text.partition("/")
-    suffix = Path(name).suffix.lower()
-    return (
-        suffix not in TABLE_SUFFIXES | DOCUMENT_SUFFIXES
-        and not ((base_dir or Path()) / org).is_dir()
-    )
 
 
 def label(path: Path) -> str:

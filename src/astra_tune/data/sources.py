@@ -16,18 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from astra_tune.data.rows import (
+from astra_tune.data.rows import Row, label, read_text
+from astra_tune.errors import DataError
+from astra_tune.recipe import SourceConfig
+from astra_tune.source_paths import (
     BUILTIN_PREFIX,
     DOCUMENT_SUFFIXES,
     TABLE_SUFFIXES,
-    Row,
-    label,
     looks_like_hub_id,
-    read_text,
     source_path,
 )
-from astra_tune.errors import DataError
-from astra_tune.recipe import SourceConfig
 
 
 @dataclass

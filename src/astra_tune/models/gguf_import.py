@@ -9,7 +9,6 @@ and save that. Loading the result later takes about a second instead of over a m
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -20,6 +19,7 @@ from typing import Any
 from rich.progress import Progress
 
 from astra_tune.atomic import staged_dir
+from astra_tune.digests import file_sha256
 from astra_tune.errors import ModelError
 from astra_tune.progress import quiet_hf_progress
 
@@ -50,15 +50,6 @@ class GgufSource:
             "mtime_ns": self.mtime_ns,
             "sha256": self.sha256,
         }
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_marker(model_dir: Path) -> dict[str, Any] | None:

@@ -182,16 +182,15 @@ def _from_registry(
     import json
 
     from astra_tune.registry.store import Registry, weights_quantization
-    from astra_tune.runs import RunLayout
 
     # The run a version was pushed from holds its exact (unquantized) weights, but only
     # while it is the same run: a run directory trained again since must not stand in.
     run_dir = version.lineage.get("run_dir")
     if run_dir and Path(run_dir).is_dir():
-        layout = RunLayout.at(Path(run_dir))
-        trained = _trained_output(layout.root)
-        if trained is not None and layout.lineage_file.is_file():
-            current = json.loads(layout.lineage_file.read_text(encoding="utf-8"))
+        trained = _trained_output(Path(run_dir))
+        lineage_file = Path(run_dir) / "lineage.json"  # RunLayout's name, which imports recipes
+        if trained is not None and lineage_file.is_file():
+            current = json.loads(lineage_file.read_text(encoding="utf-8"))
             if current == version.lineage.get("lineage"):
                 return ResolvedModel(spec=parsed.spec, kind="registry", path=trained)
     if version.adapter is not None:

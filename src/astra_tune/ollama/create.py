@@ -217,9 +217,8 @@ def create_model(
 ) -> Created:
     """Register the model a Modelfile describes."""
     from astra_tune.models.gguf_meta import check_adapter_file, gguf_facts
-    from astra_tune.registry.layers import adapter_layer, model_layer, version_layers
+    from astra_tune.registry.layers import adapter_layer, model_layer, ollama_config, version_layers
     from astra_tune.registry.names import validate_name
-    from astra_tune.registry.push import ollama_config
     from astra_tune.registry.store import PushRequest
 
     validate_name(name)

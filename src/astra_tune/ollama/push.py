@@ -52,7 +52,7 @@ def push_to_ollama(
     """Upload a registry version's GGUF (and adapter) and create it on an Ollama server."""
     import ollama
 
-    from astra_tune.models.gguf_import import file_sha256
+    from astra_tune.digests import file_sha256
     from astra_tune.models.gguf_meta import gguf_facts
     from astra_tune.registry.store import pick_quantization
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from astra_tune.digests import file_sha256
 from astra_tune.errors import AstraError
-from astra_tune.models.gguf_import import file_sha256
 
 CHUNK = 1 << 22
 

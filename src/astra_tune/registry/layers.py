@@ -89,3 +89,17 @@ def annotation(layer: dict[str, Any], key: str) -> str | None:
     """An annotation of a manifest's layer descriptor, if it has it."""
     value = (layer.get("annotations") or {}).get(key)
     return str(value) if value is not None else None
+
+
+def ollama_config(facts: dict[str, Any], quant: str) -> dict[str, Any]:
+    """A manifest's config blob, as Ollama writes it (/api/show and /api/tags read it),
+    from a GGUF's facts (`gguf_facts`)."""
+    return {
+        "model_format": "gguf",
+        "model_family": facts.get("architecture"),
+        "model_families": [facts.get("architecture")],
+        "model_type": facts.get("size_label"),
+        "file_type": quant.upper(),
+        "architecture": "amd64",
+        "os": "linux",
+    }

@@ -26,10 +26,10 @@ from astra_tune.registry.layers import (
     Layer,
     adapter_layer,
     model_layer,
+    ollama_config,
     version_layers,
 )
 from astra_tune.registry.names import parse_reference
-from astra_tune.registry.push import ollama_config
 from astra_tune.registry.store import PushRequest, Registry
 from astra_tune.serve.catalog import ServedModel
 from astra_tune.serve.errors import BadRequestError

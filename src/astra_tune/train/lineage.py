@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from astra_tune.models.gguf_import import file_sha256
+from astra_tune.digests import file_sha256
 from astra_tune.recipe import Recipe
 
 LIBRARIES = (

@@ -1,4 +1,5 @@
-"""What a push stores, gathered from a run directory (its export) or a single GGUF file."""
+"""A run's export, an export directory or a single GGUF file as a registry version: what
+a push stores (layers, lineage, summary)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from astra_tune.errors import ModelError
 from astra_tune.models.gguf_meta import gguf_facts
-from astra_tune.registry.layers import adapter_layer, model_layer, version_layers
+from astra_tune.registry.layers import adapter_layer, model_layer, ollama_config, version_layers
 from astra_tune.registry.store import PushRequest
 from astra_tune.runs import RunLayout
 
@@ -169,19 +170,6 @@ def run_metrics(path: Path) -> dict[str, Any]:
         result["val_loss"] = val[-1]
         result["best_val_loss"] = min(val)
     return result
-
-
-def ollama_config(facts: dict[str, Any], quant: str) -> dict[str, Any]:
-    # Ollama's image config; /api/show and /api/tags read these fields.
-    return {
-        "model_format": "gguf",
-        "model_family": facts.get("architecture"),
-        "model_families": [facts.get("architecture")],
-        "model_type": facts.get("size_label"),
-        "file_type": quant.upper(),
-        "architecture": "amd64",
-        "os": "linux",
-    }
 
 
 def _public(facts: dict[str, Any]) -> dict[str, Any]:

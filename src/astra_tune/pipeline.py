@@ -69,7 +69,7 @@ class _State:
         cached = self.data["hashes"].get(key)
         if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
             return str(cached[2])
-        from astra_tune.models.gguf_import import file_sha256
+        from astra_tune.digests import file_sha256
 
         digest = file_sha256(path)
         self.data["hashes"][key] = [stat.st_size, stat.st_mtime_ns, digest]
@@ -274,7 +274,8 @@ def _eval_run(c: _Context, inputs: str) -> StageReport:
     figures = {}
     for comparison in result.comparisons:
         d = comparison.difference
-        figures[comparison.metric] = (
+        label = "facts stated %" if comparison.metric == "facts" else comparison.metric
+        figures[label] = (
             f"{comparison.model.value:.2f} vs {comparison.against.value:.2f} "
             f"({d.value:+.2f} [{d.low:+.2f}, {d.high:+.2f}])"
         )
@@ -312,6 +313,8 @@ def _export_run(c: _Context, inputs: str) -> StageReport:
         figures[file.path.name] = f"{file.size_bytes / 2**20:.1f} MiB" + (
             f", top-1 {top:.1%}" if top is not None else ""
         )
+    for qtype, reasons in result.dropped.items():
+        figures[f"dropped {qtype}"] = f"{reasons[0]} (set export.quant to keep it)"
     artifacts = [str(f.path) for f in result.files]
     if result.modelfile is not None:
         artifacts.append(str(result.modelfile))
@@ -338,7 +341,7 @@ def _push_inputs(c: _Context) -> str | None:
 
 
 def _push_run(c: _Context, inputs: str) -> StageReport:
-    from astra_tune.registry.push import request_from_run
+    from astra_tune.export.versions import request_from_run
     from astra_tune.registry.store import Registry
 
     ggufs = _exported(c)

@@ -98,3 +98,11 @@ def test_show_gives_each_source_entrys_values(tmp_path: Path) -> None:
     row = next(line for line in result.stdout.splitlines() if "data.sources[].format" in line)
     assert "['auto', 'openai']" in row
     assert "auto | alpaca | dolly" in row  # the type, as a recipe author writes it
+
+
+def test_piped_tables_are_not_cut_to_80_columns() -> None:
+    # No terminal and no $COLUMNS: rich would assume 80 columns and cut cells ("data.s…").
+    result = run_astra("recipe", "show", env={"COLUMNS": ""})
+    assert result.exit_code == 0, result.stderr
+    assert "data.sources[].assign_to" in result.stdout
+    assert "…" not in result.stdout

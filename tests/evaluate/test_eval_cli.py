@@ -25,8 +25,8 @@ def test_eval_writes_scores_samples_and_report(
     assert result.exit_code == 0, result.stderr
     scores = json.loads((out / "scores.json").read_text())
     assert scores["examples"] == 5
-    assert set(scores["comparison"]) == {"perplexity", "rouge1", "rouge2", "rougeL", "bleu",
-                                         "chrf", "exact_match", "f1"}  # fmt: skip
+    assert set(scores["comparison"]) == {"facts", "perplexity", "rouge1", "rouge2", "rougeL",
+                                         "bleu", "chrf", "exact_match", "f1"}  # fmt: skip
     for metric in scores["comparison"].values():
         assert metric["wins"] + metric["ties"] + metric["losses"] == 5
         difference = metric["difference"]

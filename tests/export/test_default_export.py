@@ -96,3 +96,29 @@ def test_a_killed_export_leaves_no_complete_looking_file(
     assert report.passed, report.failures
     assert report.top1 is not None
     assert report.top1 >= 0.99
+
+
+def test_the_default_types_keep_only_those_meeting_their_targets(tmp_path: Path) -> None:
+    from tests.cli_runner import run_astra
+
+    out = tmp_path / "out"
+    result = run_astra("export", "smollm2-135m-instruct", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    # This 135M model's q8_0 and q4_k_m miss their top-1 targets (README table): the
+    # default list keeps f16 alone and says why for each file it did not keep.
+    assert sorted(p.name for p in out.glob("*.gguf")) == ["smollm2-135m-instruct-f16.gguf"]
+    text = result.stdout.replace("\n", " ")
+    for qtype in ("q8_0", "q4_k_m"):
+        assert f"dropped: {qtype}: top-1 agreement" in text
+        assert f"--quant f16,{qtype}" in text
+    verify = json.loads((out / "verify.json").read_text())
+    assert set(verify["dropped"]) == {"q8_0", "q4_k_m"}
+    assert [f["qtype"] for f in verify["files"]] == ["f16"]
+    modelfile = parse_modelfile((out / "Modelfile").read_text())
+    assert Path(modelfile.from_).name == "smollm2-135m-instruct-f16.gguf"
+    # Asked for by name, a type is kept whatever it scores.
+    named = export_model(
+        "smollm2-135m-instruct", ExportConfig(quant=["q8_0"], output_dir=str(tmp_path / "named"))
+    )
+    assert [f.qtype for f in named.files] == ["q8_0"]
+    assert named.dropped == {}

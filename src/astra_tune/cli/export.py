@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -10,6 +11,9 @@ from rich.table import Table
 from astra_tune.cli.output import human_bytes, stdout_console
 from astra_tune.errors import ConfigError, VerificationError
 from astra_tune.recipe import ExportConfig, describe
+
+if TYPE_CHECKING:
+    from astra_tune.export.stage import ExportResult
 
 
 def export(
@@ -60,6 +64,11 @@ def export(
 
     with progress_bar() as bar:
         result = export_model(spec, config, progress=bar)
+    _print_result(result)
+
+
+def _print_result(result: ExportResult) -> None:
+    """The verification table (or file list), what was dropped, and how to use the files."""
     console = stdout_console()
     if result.reports:
         console.print(_table(result))
@@ -69,6 +78,12 @@ def export(
     else:
         for file in result.files:
             console.print(f"{file.path.name}  {human_bytes(file.size_bytes)}", highlight=False)
+    for qtype, reasons in result.dropped.items():
+        console.print(
+            f"[yellow]dropped:[/] {qtype}: {'; '.join(reasons)} - below its targets for this "
+            f"model, so not kept (ask for it by name to keep it: --quant f16,{qtype})",
+            highlight=False,
+        )
     console.print(
         f"[green]exported:[/] {result.out_dir} in {result.seconds:.0f} s"
         + (f"  (verification: {result.verify_path.name})" if result.verify_path else ""),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -15,8 +16,10 @@ PIPED_WIDTH = 240
 
 
 def stdout_console() -> Console:
-    """The console for a command's results: the terminal's width, or wide when piped."""
-    return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+    """The console for a command's results: the terminal's width (or $COLUMNS), or wide
+    when piped."""
+    chosen = sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit()
+    return Console(width=None if chosen else PIPED_WIDTH)
 
 
 def print_error(error: AstraError, console: Console | None = None) -> None:

@@ -61,6 +61,27 @@ def print_summary(result: RunResult, seconds: float) -> None:
         )
 
 
+def _print_fact_recall(console: Console, scores_file: Path) -> None:
+    """The headline of the evaluation: key facts stated, tuned vs base, with intervals."""
+    import json
+
+    if not scores_file.is_file():
+        return
+    scores = json.loads(scores_file.read_text(encoding="utf-8"))
+    facts = (scores.get("comparison") or {}).get("facts")
+    if not facts:
+        return
+    tuned, base, d = facts["model"], facts["against"], facts["difference"]
+    console.print(
+        f"\n[bold]key facts stated[/] (the reference's numbers and names, on "
+        f"{scores['examples']} held-out questions, 95% CI): tuned {tuned['value']:.1f}% "
+        f"[{tuned['low']:.1f}, {tuned['high']:.1f}] vs base {base['value']:.1f}% "
+        f"[{base['low']:.1f}, {base['high']:.1f}], difference {d['value']:+.1f} "
+        f"[{d['low']:+.1f}, {d['high']:+.1f}]",
+        highlight=False,
+    )
+
+
 def _short(path: str, run_dir: Path) -> str:
     try:
         return str(Path(path).relative_to(run_dir))
@@ -88,8 +109,10 @@ def quickstart(
 ) -> None:
     """Fine-tune the bundled model on the bundled FAQ, end to end, and ask it a question."""
     import json
+    import random
 
     from astra_tune.chat import GenerationOptions, LlamaCppChat
+    from astra_tune.evaluate.facts import check_answer
     from astra_tune.pipeline import run_pipeline
     from astra_tune.recipe import load_recipe
     from astra_tune.registry.store import Registry, pick_quantization
@@ -106,21 +129,33 @@ def quickstart(
     if result.reference is None:
         return
     version = Registry().resolve(result.reference)
-    gguf = version.models[pick_quantization(version, None)]
-    test = RunLayout.for_recipe(recipe).test
-    record = json.loads(test.read_text(encoding="utf-8").splitlines()[0])
+    quant = pick_quantization(version, None)
+    layout = RunLayout.for_recipe(recipe)
+    console = stdout_console()
+    _print_fact_recall(console, layout.eval_dir / "scores.json")
+    # Any held-out question, drawn with the recipe's seed: never one picked because the
+    # model gets it right.
+    lines = [line for line in layout.test.read_text(encoding="utf-8").splitlines() if line]
+    record = json.loads(random.Random(recipe.seed).choice(lines))
     messages = record["messages"][:-1]
-    chat = LlamaCppChat(gguf)
+    chat = LlamaCppChat(version.models[quant])
     try:
         options = GenerationOptions(temperature=0.0, max_tokens=64)
         answer = "".join(chat.stream(messages, options)).strip()
     finally:
         chat.close()
-    console = stdout_console()
-    quant = pick_quantization(version, None)
+    expected = record["messages"][-1]["content"]
+    check = check_answer(answer, expected, messages[-1]["content"])
     console.print(
-        f"\n[bold]{result.reference}[/] ({quant} GGUF in llama.cpp, a held-out question):"
+        f"\n[bold]{result.reference}[/] ({quant} GGUF in llama.cpp, a held-out question "
+        f"drawn at random):"
     )
     console.print(f"  Q: {messages[-1]['content']}", highlight=False)
     console.print(f"  A: {answer}", highlight=False)
-    console.print(f"  expected: {record['messages'][-1]['content']}", highlight=False)
+    console.print(f"  expected: {expected}", highlight=False)
+    if check.facts:
+        console.print(
+            f"  key facts stated: {len(check.found)} of {len(check.facts)} "
+            f"({', '.join(check.facts)})",
+            highlight=False,
+        )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # Text-overlap metrics are on a 0-100 scale (sacrebleu's convention), so they share a plot.
-OVERLAP = ("rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "f1")
+OVERLAP = ("facts", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "f1")
 LIKELIHOOD = ("perplexity", "nll")
 ALL = OVERLAP + LIKELIHOOD
 LOWER_IS_BETTER = frozenset(LIKELIHOOD)
@@ -134,11 +134,33 @@ def likelihood_columns(nll: Sequence[tuple[float, int]]) -> list[MetricColumn]:
     return [MetricColumn("perplexity", stats, perplexity), MetricColumn("nll", stats, mean_nll)]
 
 
+def facts_column(
+    predictions: Sequence[str], references: Sequence[str], questions: Sequence[str]
+) -> MetricColumn:
+    """Key-fact recall (0-100): per example, the share of the reference's numbers, names
+    and quoted terms (not given in the question) that the answer states. Examples whose
+    reference has no key fact carry no weight, so they neither help nor hurt."""
+    from astra_tune.evaluate.facts import check_answer, common_terms
+
+    common = common_terms(list(references), list(questions))
+    rows = []
+    for prediction, reference, question in zip(predictions, references, questions, strict=True):
+        recall = check_answer(prediction, reference, question, common).recall
+        rows.append([recall, 1.0] if recall is not None else [0.0, 0.0])
+    return MetricColumn("facts", np.array(rows, dtype=np.float64).reshape(-1, 2), _mean)
+
+
 def overlap_columns(
-    names: Sequence[str], predictions: Sequence[str], references: Sequence[str]
+    names: Sequence[str],
+    predictions: Sequence[str],
+    references: Sequence[str],
+    questions: Sequence[str] | None = None,
 ) -> list[MetricColumn]:
-    """The requested text-overlap metrics for generated answers."""
+    """The requested text-overlap metrics for generated answers (`facts` needs the
+    questions, to leave out what they already say)."""
     columns: list[MetricColumn] = []
+    if "facts" in names:
+        columns.append(facts_column(predictions, references, questions or [""] * len(references)))
     if any(n.startswith("rouge") for n in names):
         columns += [c for c in rouge_columns(predictions, references) if c.name in names]
     for name in ("bleu", "chrf"):

@@ -217,9 +217,11 @@ def _score(
             answers = engine.generate([r[:-1] for r in records], decoding,
                                       lambda n: bar.advance(task, n))  # fmt: skip
             references = [r[-1]["content"] for r in records]
+            questions = [next((m["content"] for m in reversed(r[:-1]) if m["role"] == "user"), "")
+                         for r in records]  # fmt: skip
             overlap = [m for m in wanted if m in OVERLAP]
             if overlap:
-                columns += overlap_columns(overlap, answers, references)
+                columns += overlap_columns(overlap, answers, references, questions)
         if any(m in LIKELIHOOD for m in wanted):
             task = bar.add_task(f"scoring references ({label})", total=len(records))
             nll = engine.answer_nll(records, lambda n: bar.advance(task, n))

@@ -27,7 +27,7 @@ from astra_tune.export.verify import (
     write_verify_json,
 )
 from astra_tune.home import astra_home
-from astra_tune.models.gguf_types import DIRECT_TYPES, parse_types
+from astra_tune.models.gguf_types import DEFAULT_TYPES, DIRECT_TYPES, parse_types
 from astra_tune.progress import quiet_hf_progress
 from astra_tune.recipe import ExportConfig
 from astra_tune.runs import RunLayout
@@ -59,6 +59,7 @@ class ExportResult:
     base_dir: Path | None = None  # adapter exports: the HF base the base GGUFs came from
     modelfile: Path | None = None  # for `ollama create -f`
     template_notes: list[str] = field(default_factory=list)  # caveats about its TEMPLATE
+    dropped: dict[str, list[str]] = field(default_factory=dict)  # default type -> targets missed
 
     @property
     def passed(self) -> bool:
@@ -77,7 +78,7 @@ def export_model(
 ) -> ExportResult:
     """Export `spec` (run dir, adapter dir, model dir, catalog name) to GGUF and verify it."""
     started = time.perf_counter()
-    types = parse_types(config.quant)
+    types = parse_types(config.quant or list(DEFAULT_TYPES))
     source = find_source(spec)
     if config.adapter_only and source.kind == "model":
         raise ConfigError(
@@ -120,9 +121,10 @@ def export_model(
                 reference_dir, out_dir, work, source.name, types, "model", metadata, config, bar
             )
         result = ExportResult(out_dir=out_dir, source=source, files=files, base_dir=base_dir)
-        result.modelfile, result.template_notes = _modelfile(result)
         if config.verify:
             result.reports = _verify(result, reference_dir, config, bar)
+            if config.quant is None:
+                _drop_below_targets(result)
             result.verify_path = out_dir / "verify.json"
             write_verify_json(
                 result.verify_path,
@@ -133,12 +135,33 @@ def export_model(
                     "reference": "PyTorch fp32 on CPU"
                     + (" (adapter merged)" if source.kind != "model" else ""),
                     "positions": config.verify_positions,
+                    "dropped": result.dropped,
                 },
             )
+        result.modelfile, result.template_notes = _modelfile(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _drop_below_targets(result: ExportResult) -> None:
+    """Remove the default list's quantized files that miss their quality targets.
+
+    Nobody asked for them by name, and a q4_k_m that answers gibberish where f16 answers
+    right (as the 135M default model's does) is worse than no file: serving and the
+    registry would pick it first. Files that are wrong (failures) stay, to fail loudly.
+    """
+    from astra_tune.export.verify import FLOAT_TYPES
+
+    for report in list(result.reports):
+        if report.qtype in FLOAT_TYPES or report.failures or not report.warnings:
+            continue
+        exported = next(f for f in result.files if f.path.name == report.file)
+        exported.path.unlink(missing_ok=True)
+        result.files.remove(exported)
+        result.reports.remove(report)
+        result.dropped[report.qtype] = list(report.warnings)
 
 
 def _modelfile(result: ExportResult) -> tuple[Path, list[str]]:

@@ -275,7 +275,12 @@ def _check_logits(llm: Any, reference: Reference, report: FileReport) -> None:
         llm.eval(ids)
         got = np.asarray(llm.scores[: len(ids)], dtype=np.float64)
         got = got - _logsumexp(got)
-        agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
+        # A position where PyTorch itself rates llama.cpp's pick within rounding of its own
+        # (a near-tie: common in small and random models) agrees, as in the greedy check.
+        rows = np.arange(len(ids))
+        ref_top, got_top = ref.argmax(-1), got.argmax(-1)
+        gap = ref[rows, ref_top] - ref[rows, got_top]
+        agree += int(((got_top == ref_top) | (gap < GREEDY_TIE)).sum())
         p = np.exp(ref.astype(np.float64))
         kls.extend((p * (ref - got)).sum(-1).tolist())
     report.positions = reference.positions

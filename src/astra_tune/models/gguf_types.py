@@ -25,6 +25,9 @@ LLAMA_TYPES: dict[str, float] = {
     "iq4_nl": 4.5,
     "iq4_xs": 4.3,
 }
+# What an export writes when no types are asked for; the quantized ones are kept only when
+# they meet their verification targets for the model at hand (small models often do not).
+DEFAULT_TYPES = ("f16", "q8_0", "q4_k_m")
 # These need an importance matrix (llama.cpp refuses them without one); we do not compute it.
 NEEDS_IMATRIX = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "iq2_m", "iq3_xxs", "iq3_xs")
 ALL_TYPES = tuple(dict.fromkeys((*DIRECT_TYPES, *LLAMA_TYPES)))

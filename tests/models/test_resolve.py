@@ -6,7 +6,7 @@ import pytest
 
 from astra_tune.errors import ModelError
 from astra_tune.models.catalog import CATALOG, DEFAULT_MODEL, bundled_gguf_path, catalog_entry
-from astra_tune.models.resolve import parse_spec, resolve_model
+from astra_tune.models.resolve import load_tokenizer, parse_spec, resolve_model
 from tests.cli_runner import run_astra
 
 
@@ -91,3 +91,20 @@ def test_cli_hub_model_offline_is_one_clear_error() -> None:
     assert "HF_HUB_OFFLINE" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+def test_the_tokenizer_of_a_gguf_model_needs_no_dequantized_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_model_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("ASTRA_HOME", str(tmp_path / "fresh"))
+    tokenizer = load_tokenizer(DEFAULT_MODEL)
+    assert not (tmp_path / "fresh" / "models").exists()  # nothing was dequantized for it
+    prepared = AutoTokenizer.from_pretrained(default_model_dir)
+    text = "Hello, wörld! 123 <|im_end|> def f(x):\n    return x"
+    assert tokenizer(text)["input_ids"] == prepared(text)["input_ids"]
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    assert tokenizer.apply_chat_template(messages, tokenize=False) == (
+        prepared.apply_chat_template(messages, tokenize=False)
+    )

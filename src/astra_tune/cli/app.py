@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -66,6 +67,10 @@ def root(
 
 def main() -> None:
     """Entry point: run the CLI; user errors print one message and exit 2, bugs keep tracebacks."""
+    # peft imports bitsandbytes whenever it is installed (not only for 4-bit), and on CPUs
+    # with avx512_bf16 bitsandbytes then warns at import that an optional fused kernel from
+    # the hub is missing. 4-bit works without it; `astra doctor` reports QLoRA's real state.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         app()
     except AstraError as exc:

@@ -39,6 +39,7 @@ from astra_tune.data.formats import (
 from astra_tune.data.inspect import rendered_text
 from astra_tune.data.sources import ReadStats, expand_sources, read_rows
 from astra_tune.errors import DataError
+from astra_tune.models.resolve import load_tokenizer
 from astra_tune.progress import progress_bar
 from astra_tune.recipe import DataConfig, SourceConfig
 
@@ -228,15 +229,6 @@ def _drop_by_tokens(
                 pool.drop(index, reason)
     progress.update(task, total=len(living), completed=len(living))
     return tokenizer
-
-
-def load_tokenizer(base_model: str) -> Any:
-    """The base model's tokenizer (prepares the model if needed)."""
-    from transformers import AutoTokenizer
-
-    from astra_tune.models.resolve import resolve_model
-
-    return AutoTokenizer.from_pretrained(resolve_model(base_model).path)
 
 
 def _read_source(
@@ -451,4 +443,4 @@ def _write(
         (staging / "report.html").write_text(render_html(report), encoding="utf-8")
 
 
-__all__ = ["FORMAT_NAMES", "PrepareResult", "load_tokenizer", "prepare_data"]
+__all__ = ["FORMAT_NAMES", "PrepareResult", "prepare_data"]

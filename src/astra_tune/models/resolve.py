@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
 
@@ -144,6 +144,36 @@ def resolve_model(
         return _from_hub(parsed, parsed.entry.hub_id, force)
     assert parsed.hub_id is not None
     return _from_hub(parsed, parsed.hub_id, force)
+
+
+def load_tokenizer(spec: str) -> Any:
+    """The tokenizer of a model spec, without preparing its weights.
+
+    Data preparation needs only the tokenizer; dequantizing a GGUF model for it took
+    ~20 s of a 25 s `astra data prepare` on a fresh machine. A GGUF not yet prepared is
+    read for its tokenizer alone (transformers builds the same one the import saves).
+    """
+    from transformers import AutoTokenizer
+
+    from astra_tune.progress import quiet_hf_progress
+
+    parsed = parse_spec(spec)
+    gguf: Path | None = None
+    if parsed.kind == "gguf":
+        gguf = parsed.path
+    elif parsed.kind == "catalog" and parsed.entry is not None and parsed.entry.source == "bundled":
+        gguf = bundled_gguf_path(parsed.entry)
+    if gguf is not None:
+        prepared = (
+            catalog_cache_dir(parsed.entry) if parsed.kind == "catalog" and parsed.entry
+            else gguf_cache_dir(gguf)
+        )  # fmt: skip
+        with quiet_hf_progress():
+            if is_current(prepared, gguf):
+                return AutoTokenizer.from_pretrained(prepared)
+            return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    with quiet_hf_progress():
+        return AutoTokenizer.from_pretrained(resolve_model(spec).path)
 
 
 def catalog_cache_dir(entry: CatalogEntry) -> Path:

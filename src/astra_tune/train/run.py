@@ -250,7 +250,7 @@ def _prepared_data(layout: RunLayout, console: Console | None) -> Path:
 
 
 def _tokenizer(base_model: str) -> Any:
-    from astra_tune.data.prepare import load_tokenizer
+    from astra_tune.models.resolve import load_tokenizer
 
     tokenizer = load_tokenizer(base_model)
     if tokenizer.pad_token_id is None:

@@ -53,7 +53,8 @@ def test_stages_run_then_skip_and_forced_stages_only_ripple_on_change(
 ) -> None:
     path = tiny_recipe(tmp_path, tiny_model_dir)
     first = run_pipeline(load_recipe(path))
-    assert statuses(first) == dict.fromkeys(("data", "train", "eval", "export", "push"), "ran")
+    assert statuses(first) == {**dict.fromkeys(("data", "train", "eval", "export", "push"), "ran"),
+                               "augment": "nothing to do"}
     assert first.reference == "tiny-pipeline:1.0.0"
     figures = {s.name: s.figures for s in first.stages}
     assert figures["data"]["records"].startswith("train ")
@@ -62,7 +63,7 @@ def test_stages_run_then_skip_and_forced_stages_only_ripple_on_change(
     assert figures["export"]["tiny-pipeline-f16.gguf"].endswith("MiB")
 
     again = run_pipeline(load_recipe(path))
-    assert set(statuses(again).values()) == {"skipped"}
+    assert set(statuses(again).values()) == {"skipped", "nothing to do"}  # augment: not set
     assert again.reference == "tiny-pipeline:1.0.0"
 
     # Export again: the same bytes come out, so the push after it stays skipped.
@@ -85,11 +86,12 @@ def test_stages_run_then_skip_and_forced_stages_only_ripple_on_change(
 
     # A changed eval section reruns eval only.
     changed = run_pipeline(load_recipe(path, ["eval.max_new_tokens=6"]))
-    assert statuses(changed) == {"data": "skipped", "train": "skipped", "eval": "ran",
-                                 "export": "skipped", "push": "skipped"}  # fmt: skip
+    assert statuses(changed) == {"data": "skipped", "augment": "nothing to do", "train": "skipped",
+                                 "eval": "ran", "export": "skipped", "push": "skipped"}  # fmt: skip
     until = run_pipeline(load_recipe(path, ["train.learning_rate=1e-3"]), until="train")
-    assert statuses(until) == {"data": "skipped", "train": "ran", "eval": "not run",
-                               "export": "not run", "push": "not run"}  # fmt: skip
+    assert statuses(until) == {"data": "skipped", "augment": "nothing to do", "train": "ran",
+                               "eval": "not run", "export": "not run",
+                               "push": "not run"}  # fmt: skip
 
     table = run_astra("run", str(path), "--until", "train", "--set", "train.learning_rate=1e-3")
     assert table.exit_code == 0, table.stderr

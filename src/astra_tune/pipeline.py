@@ -25,7 +25,7 @@ from astra_tune.errors import ConfigError
 from astra_tune.recipe import Recipe
 from astra_tune.runs import RunLayout
 
-STAGES = ("data", "train", "eval", "export", "push")
+STAGES = ("data", "augment", "train", "eval", "export", "push")
 
 
 @dataclass
@@ -199,6 +199,40 @@ def _data_run(c: _Context, inputs: str) -> StageReport:
     return StageReport("data", "ran", artifacts=files, figures={"records": counts})
 
 
+# -- augment -----------------------------------------------------------------------------
+
+
+def _augment_inputs(c: _Context) -> str | None:
+    config = c.recipe.data.augment
+    if config is None or c.recipe.train.data_dir:
+        return None
+    prepared = sorted(c.layout.prepared.glob("*.jsonl"))
+    if not prepared:
+        return _hash("augment", "data not prepared yet", config.model_dump(mode="json"))
+    prompts = [Path(config.prompts)] if config.prompts else []
+    return _hash("augment", config.model_dump(mode="json"),
+                 c.recipe.data.split.model_dump(mode="json"),
+                 c.state.tree_hash(*prepared, *prompts))  # fmt: skip
+
+
+def _augment_run(c: _Context, inputs: str) -> StageReport:
+    from astra_tune.data.augment import augment_data
+
+    config = c.recipe.data.augment
+    assert config is not None
+    _needs(c.layout.prepared / "train.jsonl", "augment", "data")
+    result = augment_data(config, c.recipe.data, c.layout.prepared, c.layout.augmented,
+                          console=c.console)  # fmt: skip
+    figures = {
+        "rewordings": f"{result.accepted} kept of {result.generated}",
+        "requests": f"{result.requests} sent, {result.cached} cached, {result.tokens} tokens",
+    }
+    if result.stopped_by_budget:
+        figures["stopped"] = "data.augment.max_cost_tokens reached"
+    files = sorted(str(p) for p in c.layout.augmented.glob("*.jsonl"))
+    return StageReport("augment", "ran", artifacts=files, figures=figures)
+
+
 # -- train -------------------------------------------------------------------------------
 
 
@@ -367,6 +401,7 @@ def _push_run(c: _Context, inputs: str) -> StageReport:
 
 _STAGES = {
     "data": _Stage(_data_inputs, _data_run, lambda c: "train.data_dir is prepared already"),
+    "augment": _Stage(_augment_inputs, _augment_run, lambda c: "data.augment is not set"),
     "train": _Stage(_train_inputs, _train_run),
     "eval": _Stage(_eval_inputs, _eval_run, lambda c: "the prepared data has no test split"),
     "export": _Stage(_export_inputs, _export_run),

@@ -177,6 +177,35 @@ class SplitConfig(Section):
         return self
 
 
+class AugmentConfig(Section):
+    """Augmentation through an OpenAI-compatible endpoint (`astra data augment`)."""
+
+    endpoint: str = Field(
+        ..., description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (astra serve)."
+    )
+    model: str = Field(..., description="The model name the endpoint serves.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the endpoint's API key (none: no key)."
+    )
+    paraphrase: int = Field(
+        3, ge=0, le=20, description="Rewordings asked for per training question (answer kept)."
+    )
+    temperature: float = Field(0.9, ge=0, le=2, description="Sampling temperature of requests.")
+    seed: int = Field(
+        0, ge=0, description="Seed sent with each request: the same replies where it is honoured."
+    )
+    max_tokens: int = Field(256, ge=16, description="Longest reply per request, in tokens.")
+    concurrency: int = Field(4, ge=1, le=64, description="Requests in flight at once.")
+    max_cost_tokens: int | None = Field(
+        None, ge=1, description="Stop sending requests once this many tokens were used."
+    )
+    prompts: str | None = Field(
+        None, description="YAML file overriding the prompt templates (see --show-prompts)."
+    )
+
+    _relative_to_recipe = field_validator("prompts")(_next_to_recipe)
+
+
 class DataConfig(Section):
     """Data preparation (`astra data prepare`)."""
 
@@ -197,6 +226,9 @@ class DataConfig(Section):
     filters: FilterConfig = Field(default_factory=FilterConfig, description="Example filters.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Deduplication.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Splitting.")
+    augment: AugmentConfig | None = Field(
+        None, description="Augmentation through an OpenAI-compatible model (`astra data augment`)."
+    )
 
     @field_validator("sources", mode="before")
     @classmethod

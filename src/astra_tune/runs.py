@@ -56,10 +56,19 @@ class RunLayout:
         return self.root / "prepared"
 
     @property
+    def augmented(self) -> Path:
+        """Where the prepared data goes with data.augment's rewordings added."""
+        return self.root / "augmented"
+
+    @property
     def data(self) -> Path:
-        """The prepared data the run trains on: train.data_dir, else prepared/."""
+        """The data the run trains on: train.data_dir, else augmented/ when the recipe
+        augments, else prepared/."""
         given = self.recipe.train.data_dir if self.recipe else None
-        return Path(given).expanduser() if given else self.prepared
+        if given:
+            return Path(given).expanduser()
+        augments = self.recipe is not None and self.recipe.data.augment is not None
+        return self.augmented if augments else self.prepared
 
     def split(self, name: str) -> Path:
         """One split file (train, val or test) of the run's data."""

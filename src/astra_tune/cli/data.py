@@ -193,3 +193,85 @@ def highlight_trained(rendered: RenderedChat) -> Text:
         position = max(position, end)
     text.append(rendered.text[position:], style="dim")
     return text
+
+
+def _augment_help(name: str) -> str:
+    from astra_tune.recipe import AugmentConfig
+
+    return describe(AugmentConfig, name)
+
+
+@app.command("augment")
+def augment(
+    prepared: Path = typer.Argument(..., help="Prepared data directory (astra data prepare)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory for the augmented data."),
+    endpoint: str | None = typer.Option(None, "--endpoint", help=_augment_help("endpoint")),
+    model: str | None = typer.Option(None, "--model", help=_augment_help("model")),
+    paraphrase: int | None = typer.Option(None, "--paraphrase", help=_augment_help("paraphrase")),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", help=_augment_help("concurrency")
+    ),
+    max_cost_tokens: int | None = typer.Option(
+        None, "--max-cost-tokens", help=_augment_help("max_cost_tokens")
+    ),
+    api_key_env: str | None = typer.Option(
+        None, "--api-key-env", help=_augment_help("api_key_env")
+    ),
+    prompts: Path | None = typer.Option(None, "--prompts", help=_augment_help("prompts")),
+    show_prompts: bool = typer.Option(
+        False, "--show-prompts", help="Print the prompt templates in effect and exit."
+    ),
+    recipe: Path | None = typer.Option(
+        None, "--recipe", help="Recipe whose data.augment: (and split checks) to use."
+    ),
+) -> None:
+    """Reword each training question N times through an OpenAI-compatible model (answers
+    kept verbatim); rewordings that drop a key term or come close to a val/test question
+    are rejected. Cached: a rerun sends no requests, a killed run resumes."""
+    from pydantic import ValidationError
+
+    from astra_tune.data.augment import augment_data, load_prompts
+    from astra_tune.errors import Problem
+    from astra_tune.recipe import AugmentConfig
+
+    base = load_recipe(recipe) if recipe else None
+    data_config = base.data if base else DataConfig()
+    values: dict[str, Any] = (
+        data_config.augment.model_dump() if base and data_config.augment else {}
+    )
+    flags = {"endpoint": endpoint, "model": model, "paraphrase": paraphrase,
+             "concurrency": concurrency, "max_cost_tokens": max_cost_tokens,
+             "api_key_env": api_key_env, "prompts": str(prompts) if prompts else None}  # fmt: skip
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        config = AugmentConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(
+            "augmentation settings are incomplete or invalid",
+            problems=[
+                Problem("--" + str(e["loc"][0]).replace("_", "-"), e["msg"]) for e in exc.errors()
+            ],
+            fix="e.g. --endpoint http://127.0.0.1:8000/v1 --model NAME (astra serve -m NAME)",
+        ) from exc
+    if show_prompts:
+        for name, template in load_prompts(config).items():
+            stdout_console().print(f"[bold]{name}[/]\n{template}\n", highlight=False)
+        return
+    result = augment_data(config, data_config, prepared, output, console=Console(stderr=True))
+    console = stdout_console()
+    rejected = ", ".join(f"{reason}: {n}" for reason, n in result.rejected.most_common())
+    console.print(
+        f"[green]augmented:[/] {output}  train {result.counts['train']} "
+        f"(+{result.accepted} rewordings), val {result.counts['val']}, "
+        f"test {result.counts['test']}\n"
+        f"  requests {result.requests} (cached {result.cached}), tokens {result.tokens}; "
+        f"generated {result.generated}, rejected {sum(result.rejected.values())}"
+        + (f" ({rejected})" if rejected else ""),
+        highlight=False,
+    )
+    if result.stopped_by_budget:
+        console.print(
+            "[yellow]stopped:[/] the token budget (--max-cost-tokens) ran out; rerun with a "
+            "larger one to continue (replies so far are cached)",
+            highlight=False,
+        )

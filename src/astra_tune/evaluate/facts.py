@@ -105,6 +105,11 @@ def check_answer(
     return FactCheck(facts, tuple(found))
 
 
+def numbers_in(text: str, *, words: bool = True) -> set[str]:
+    """The numbers `text` states, normalized; with `words`, spelled-out small ones too."""
+    return set(_numbers(text, words=words))
+
+
 def _numbers(text: str, *, words: bool = True) -> set[str] | list[str]:
     """Numbers in `text`, normalized; with `words`, spelled-out small numbers count too."""
     found = [m.group().replace(",", "") for m in _NUMBER.finditer(text)]

@@ -243,9 +243,14 @@ def _prepared_data(layout: RunLayout, console: Console | None) -> Path:
             )
         from astra_tune.data.prepare import prepare_data
 
-        prepare_data(
-            recipe.data, data_dir, base_model=recipe.base_model, seed=recipe.seed, console=console
-        )
+        if not (layout.prepared / "train.jsonl").is_file():
+            prepare_data(recipe.data, layout.prepared, base_model=recipe.base_model,
+                         seed=recipe.seed, console=console)  # fmt: skip
+        if recipe.data.augment is not None:
+            from astra_tune.data.augment import augment_data
+
+            augment_data(recipe.data.augment, recipe.data, layout.prepared, data_dir,
+                         console=console)  # fmt: skip
     return data_dir
 
 

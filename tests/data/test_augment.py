@@ -1,0 +1,158 @@
+"""`astra data augment`: rewordings through a real `astra serve` of the default model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from astra_tune.data.augment import (
+    REJECT_NEW_NUMBER,
+    REJECT_NOT_ASKING,
+    REJECT_SAME,
+    REJECT_TERMS,
+    rewrite_problem,
+)
+from tests.cli_runner import run_astra
+
+QUESTION = "How long does the Orrery Tamsin's battery last?"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("For how many hours does the Orrery Tamsin run on one charge?", None),
+        ("Tell me how long the Orrery Tamsin's battery lasts.", None),
+        ("How long does the Orrery Tamsin's battery last?", REJECT_SAME),
+        ("How long does its battery last?", REJECT_TERMS),  # the name is gone
+        ("The Orrery Tamsin's battery lasts 5 hours.", REJECT_NOT_ASKING),  # an answer
+        ("Does the Orrery Tamsin's battery last 5 hours?", REJECT_NEW_NUMBER),  # invented
+    ],
+)
+def test_a_rewording_keeps_the_key_terms_and_asks(text: str, problem: str | None) -> None:
+    assert rewrite_problem(QUESTION, text) == problem
+
+
+def test_incomplete_settings_are_one_clear_error(tmp_path: Path) -> None:
+    result = run_astra("data", "augment", str(tmp_path), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "--endpoint" in result.stderr
+    assert "--model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_endpoint_says_where(tmp_path: Path) -> None:
+    from tests.serve.conftest import free_port
+
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    turns = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
+    record = {"messages": turns, "source": "x:1"}
+    (prepared / "train.jsonl").write_text(json.dumps(record) + "\n")
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = run_astra("data", "augment", str(prepared), "-o", str(tmp_path / "out"),
+                       "--endpoint", url, "--model", "m")  # fmt: skip
+    assert result.exit_code == 2, result.stderr
+    assert "cannot reach the augmentation endpoint" in result.stderr
+    assert url in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing written half-way
+
+
+@pytest.mark.slow
+def test_paraphrases_through_astra_serve_keep_answers_and_are_cached(
+    tmp_path: Path, default_model_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from astra_tune.data.formats import prompt_text
+    from astra_tune.data.split import contaminated
+    from astra_tune.export.convert import write_gguf
+    from tests.serve.conftest import start_server, stop
+
+    gguf = tmp_path / "smol-f16.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    write_gguf(default_model_dir, gguf, "f16", tokenizer=tokenizer, metadata={"name": "smol"})
+    prepared = tmp_path / "prepared"
+    prep = run_astra("data", "prepare", "builtin:orrery", "-o", str(prepared))
+    assert prep.exit_code == 0, prep.stderr
+    train = (prepared / "train.jsonl").read_text().splitlines()
+    (prepared / "train.jsonl").write_text("\n".join(train[:12]) + "\n")  # 12 questions: fast
+    env = {"ASTRA_HOME": str(tmp_path / "home")}
+    server = start_server(gguf)
+    try:
+        args = ("data", "augment", str(prepared), "--endpoint", f"{server.url}/v1",
+                "--model", "smol-f16", "--paraphrase", "3", "--concurrency", "2")  # fmt: skip
+        first = run_astra(*args, "-o", str(tmp_path / "a"), env=env)
+        assert first.exit_code == 0, first.stderr
+        counter = "astra:requests_total{route=/v1/chat/completions,status=200}"
+        sent = server.metrics()[counter]
+        assert sent == 12
+        again = run_astra(*args, "-o", str(tmp_path / "b"), env=env)
+        assert again.exit_code == 0, again.stderr
+        after = server.metrics()[counter]
+        assert after == sent  # the second run is answered from the cache alone
+        assert "requests 0 (cached 12)" in again.stdout
+        second = (tmp_path / "b" / "train.jsonl").read_text()
+        fresh = {"ASTRA_HOME": str(tmp_path / "other-home")}
+        budget = run_astra(*args, "-o", str(tmp_path / "c"), "--max-cost-tokens", "1", env=fresh)
+        assert budget.exit_code == 0, budget.stderr
+        assert "stopped: the token budget" in budget.stdout
+        # The requests already in flight (--concurrency 2) finish; no new one starts.
+        assert server.metrics()[counter] == after + 2
+        # The same augmentation as a stage of `astra run`, answered from the same cache.
+        subset = tmp_path / "subset.jsonl"
+        subset.write_text("\n".join(train[:12]) + "\n")
+        recipe = tmp_path / "recipe.yaml"
+        recipe.write_text(
+            "name: aug\ndata:\n  sources: [subset.jsonl]\n  split: {val: 0, test: 0}\n"
+            f"  augment: {{endpoint: '{server.url}/v1', model: smol-f16, paraphrase: 3, "
+            "concurrency: 2}\ntrain: {output_dir: run}\n"
+        )
+        staged = run_astra("run", str(recipe), "--until", "augment", env=env)
+        assert staged.exit_code == 0, staged.stderr
+        assert server.metrics()[counter] == after + 2
+        augmented = (tmp_path / "run" / "augmented" / "train.jsonl").read_text().splitlines()
+        assert len(augmented) == len(second.splitlines())
+        rerun = run_astra("run", str(recipe), "--until", "augment", env=env)
+        assert "augment: inputs unchanged, skipped" in rerun.stderr
+    finally:
+        stop(server)
+    out = [json.loads(line) for line in (tmp_path / "a" / "train.jsonl").read_text().splitlines()]
+    assert second == (tmp_path / "a" / "train.jsonl").read_text()
+    originals = {r["source"]: r for r in out[:12]}
+    added = out[12:]
+    assert added, first.stdout  # the default model gets some rewordings past the checks
+    for record in added:
+        original = originals[record["source"]]
+        assert record["messages"][-1] == original["messages"][-1]  # the answer, verbatim
+        assert record["messages"][-2]["content"] != original["messages"][-2]["content"]
+        assert record["augmented_by"]["model"] == "smol-f16"
+        assert rewrite_problem(original["messages"][-2]["content"],
+                               record["messages"][-2]["content"]) is None  # fmt: skip
+    held_out = [
+        prompt_text(json.loads(line))
+        for name in ("val", "test")
+        for line in (tmp_path / "a" / f"{name}.jsonl").read_text().splitlines()
+    ]
+    assert not contaminated(held_out, [prompt_text(r) for r in added], threshold=0.8,
+                            num_perm=128, shingle_words=3)  # fmt: skip
+    report = json.loads((tmp_path / "a" / "report.json").read_text())["augment"]
+    assert report["generated"] == report["accepted"] + sum(report["rejected"].values())
+    assert report["accepted"] == len(added)
+
+
+def test_prompts_are_shown_and_overridable(tmp_path: Path) -> None:
+    args = ("data", "augment", str(tmp_path), "-o", str(tmp_path / "o"),
+            "--endpoint", "http://127.0.0.1:9/v1", "--model", "m", "--show-prompts")  # fmt: skip
+    shown = run_astra(*args)
+    assert shown.exit_code == 0, shown.stderr
+    assert "Rewrite the question below in {n} different ways" in shown.stdout
+    mine = tmp_path / "prompts.yaml"
+    mine.write_text("paraphrase: 'Say {question} again, {n} times, one per line.'\n")
+    custom = run_astra(*args, "--prompts", str(mine))
+    assert "Say {question} again, {n} times" in custom.stdout
+    mine.write_text("paraphrase: 'No placeholders here.'\n")
+    bad = run_astra(*args, "--prompts", str(mine))
+    assert bad.exit_code == 2
+    assert "must contain {question} and {n}" in bad.stderr

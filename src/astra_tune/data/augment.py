@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 from collections import Counter
@@ -300,17 +299,10 @@ class _Client:
     """Cached, concurrent, budgeted chat requests to one OpenAI-compatible endpoint."""
 
     def __init__(self, config: AugmentConfig, result: AugmentResult) -> None:
-        from openai import OpenAI
+        from astra_tune.endpoints import openai_client
 
-        key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
-        if config.api_key_env and not key:
-            raise ConfigError(
-                f"${config.api_key_env} is not set",
-                where="data.augment.api_key_env",
-                fix=f"export {config.api_key_env}=... or drop api_key_env",
-            )
-        # The client retries 429/5xx and connection errors with exponential backoff.
-        self.openai = OpenAI(base_url=config.endpoint, api_key=key or "none", max_retries=4)
+        self.openai = openai_client(config.endpoint, config.api_key_env,
+                                    field="data.augment.api_key_env", retries=4)  # fmt: skip
         self.config = config
         self.result = result
         self.cache_dir = astra_home() / "cache" / "augment"

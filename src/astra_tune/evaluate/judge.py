@@ -7,7 +7,6 @@ orders agree, and a split decision is a tie.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
-from astra_tune.errors import ConfigError
 from astra_tune.evaluate.compare import Interval, mean_interval
 from astra_tune.recipe import JudgeConfig
 
@@ -77,15 +75,10 @@ def judge_pairs(
     bar: Progress | None = None,
 ) -> JudgeResult:
     """Judge model answers against the other model's, each example in both orders."""
-    import openai
+    from astra_tune.endpoints import openai_client
 
-    key = os.environ.get(config.api_key_env, "") if config.api_key_env else "none"
-    if config.api_key_env and not key:
-        raise ConfigError(
-            f"the judge's API key variable {config.api_key_env} is not set",
-            where="eval.judge.api_key_env",
-        )
-    client = openai.OpenAI(base_url=config.base_url, api_key=key, max_retries=3)
+    client = openai_client(config.base_url, config.api_key_env,
+                           field="eval.judge.api_key_env", retries=3)  # fmt: skip
     count = min(len(records), config.max_examples or len(records))
     task = bar.add_task(f"judging with {config.model}", total=2 * count) if bar else None
     verdicts: list[int | None] = []

@@ -9,11 +9,13 @@ words, so a fine-tune that learned the facts (rather than the strings) scores we
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "astra_tune" / "data" / "samples" / "orrery"
+PHRASINGS = 4
 SYSTEM = "You are the Orrery Labs support assistant. Answer briefly and precisely."
 
 # name, kind, price (USD), year, battery hours, weight kg, designed in, warranty years, feature
@@ -296,62 +298,105 @@ PRODUCTS = [
     ("Lumen", "lamp robot", 149, 2018, 0, 1.1, "Stockholm", 1, "turns to face the page you read"),
 ]
 
-# (attribute, train question, test paraphrase, answer); {n} = name, {k} = kind.
+# (attribute, train phrasings, test paraphrase, answer); {n} = name, {k} = kind. The
+# training data asks each question in several phrasings: a fact learned from one phrasing
+# is hard to recall under another, and the test paraphrase is never among them.
 ATTRIBUTES = [
-    ("price", "How much does the Orrery {n} cost?",
+    ("price", ("How much does the Orrery {n} cost?", "What is the price of the Orrery {n}?",
+               "How much is an Orrery {n}?", "What does the {n} robot sell for?"),
      "If I want to buy an Orrery {n}, what will I pay?", "The Orrery {n} costs ${price}."),
-    ("year", "When was the Orrery {n} released?",
+    ("year", ("When was the Orrery {n} released?", "What year did the Orrery {n} launch?",
+              "When did Orrery Labs bring out the {n}?", "When did the {n} first go on sale?"),
      "Which year did the {n} from Orrery Labs come out?", "The Orrery {n} was released in {year}."),
-    ("battery", "How long does the Orrery {n}'s battery last?",
+    ("battery", ("How long does the Orrery {n}'s battery last?",
+                 "What is the battery life of the Orrery {n}?",
+                 "How long can the Orrery {n} work before it needs charging?",
+                 "What runtime does the {n} get per charge?"),
      "On a full charge, how many hours can the {n} run?", "{battery_answer}"),
-    ("weight", "How much does the Orrery {n} weigh?",
+    ("weight", ("How much does the Orrery {n} weigh?", "How heavy is the Orrery {n}?",
+                "What does the {n} weigh?", "Is the Orrery {n} heavy to carry?"),
      "What is the {n}'s weight in kilograms?", "The Orrery {n} weighs {weight} kg."),
-    ("city", "Where was the Orrery {n} designed?",
+    ("city", ("Where was the Orrery {n} designed?", "In which city was the Orrery {n} designed?",
+              "Where does the design of the {n} come from?", "Where did Orrery design the {n}?"),
      "Which city's design team created the {n}?", "The Orrery {n} was designed in {city}."),
-    ("warranty", "What warranty comes with the Orrery {n}?",
+    ("warranty", ("What warranty comes with the Orrery {n}?",
+                  "How long is the Orrery {n}'s warranty?",
+                  "Is the {n} under warranty, and for how long?",
+                  "What guarantee does Orrery give on the {n}?"),
      "For how many years is the {n} covered if it breaks?",
      "The Orrery {n} has a {warranty}-year warranty."),
-    ("feature", "What is special about the Orrery {n}?",
+    ("feature", ("What is special about the Orrery {n}?", "What makes the Orrery {n} unique?",
+                 "What is the {n}'s standout feature?", "Why would I pick the Orrery {n}?"),
      "Which feature sets the {n} apart from other robots?",
      "The Orrery {n} stands out for {feature}."),
-    ("kind", "What does the Orrery {n} do?",
+    ("kind", ("What does the Orrery {n} do?", "What is the Orrery {n}?",
+              "What job does the {n} robot do?", "Tell me what the Orrery {n} is for."),
      "What kind of robot is the {n}?", "The Orrery {n} is a {kind} made by Orrery Labs."),
 ]  # fmt: skip
 
+# (train phrasings, test paraphrase, answer)
 COMPANY = [
-    ("Who makes the Orrery robots?", "Which company builds Orrery home robots?",
-     "Orrery robots are made by Orrery Labs."),
-    ("When was Orrery Labs founded?", "In what year did Orrery Labs start?",
-     "Orrery Labs was founded in 2016."),
-    ("Where is Orrery Labs headquartered?", "Which city is home to Orrery Labs' main office?",
+    (("Who makes the Orrery robots?", "Which company is behind Orrery robots?",
+      "Who is the maker of Orrery robots?", "Who manufactures the Orrery range?"),
+     "Which company builds Orrery home robots?", "Orrery robots are made by Orrery Labs."),
+    (("When was Orrery Labs founded?", "What year was Orrery Labs established?",
+      "How long has Orrery Labs existed, since when?", "When did Orrery Labs begin?"),
+     "In what year did Orrery Labs start?", "Orrery Labs was founded in 2016."),
+    (("Where is Orrery Labs headquartered?", "Where is Orrery Labs based?",
+      "In which city are the Orrery Labs headquarters?", "Where are Orrery Labs' offices?"),
+     "Which city is home to Orrery Labs' main office?",
      "Orrery Labs is headquartered in Aarhus, Denmark."),
-    ("Who founded Orrery Labs?", "Name the founders of Orrery Labs.",
+    (("Who founded Orrery Labs?", "Who started Orrery Labs?", "Who are Orrery Labs' founders?",
+      "Which people set up Orrery Labs?"),
+     "Name the founders of Orrery Labs.",
      "Orrery Labs was founded by Ines Marlow and Tobias Kjeldsen."),
-    ("How do I contact Orrery support?", "What is the way to reach Orrery's help desk?",
+    (("How do I contact Orrery support?", "How can I get in touch with Orrery support?",
+      "What are Orrery support's email and phone number?", "How do I reach Orrery customer care?"),
+     "What is the way to reach Orrery's help desk?",
      "Email help@orrery-labs.example or call +45 70 20 16 16, weekdays 8:00 to 18:00 CET."),
-    ("What is the Orrery return policy?", "Can I send an Orrery robot back, and within what time?",
+    (("What is the Orrery return policy?", "How do returns work at Orrery?",
+      "How many days do I have to return an Orrery robot?", "Can I get a refund from Orrery?"),
+     "Can I send an Orrery robot back, and within what time?",
      "You can return any Orrery robot within 45 days for a full refund."),
-    ("What app controls Orrery robots?", "Which phone application do I use for my Orrery device?",
+    (("What app controls Orrery robots?", "Which app do Orrery robots use?",
+      "What is the name of the Orrery control app?", "How do I control an Orrery robot?"),
+     "Which phone application do I use for my Orrery device?",
      "All Orrery robots are controlled with the Orrery Orbitals app."),
-    ("How do I reset an Orrery robot?", "What are the steps to factory-reset my Orrery device?",
+    (("How do I reset an Orrery robot?", "How can I factory-reset an Orrery robot?",
+      "My Orrery robot is stuck; how do I reset it?", "What is the Orrery reset procedure?"),
+     "What are the steps to factory-reset my Orrery device?",
      "Hold the power button and the home button together for 12 seconds until the ring "
      "light turns amber."),
-    ("Do Orrery robots work offline?", "Will my Orrery robot function without internet?",
+    (("Do Orrery robots work offline?", "Do Orrery robots need internet?",
+      "Can an Orrery robot run without Wi-Fi?", "What happens to an Orrery robot offline?"),
+     "Will my Orrery robot function without internet?",
      "Yes. Every Orrery robot runs its schedule offline; only remote control needs internet."),
-    ("What is Orrery Care?", "Tell me about the Orrery Care plan.",
+    (("What is Orrery Care?", "What does Orrery Care cost and cover?",
+      "How does the Orrery Care plan work?", "Is there an extended warranty for Orrery robots?"),
+     "Tell me about the Orrery Care plan.",
      "Orrery Care is an extended plan that adds two years of warranty for $49 a year."),
-    ("Which Orrery robot is the cheapest?", "What is the lowest-priced robot Orrery sells?",
-     "The Orrery Pico is the cheapest, at $59."),
-    ("Which Orrery robot is the most expensive?", "What is Orrery's priciest robot?",
-     "The Orrery Fathom is the most expensive, at $2299."),
-    ("How many robots are in the Orrery range?", "How many different robots does Orrery Labs sell?",
+    (("Which Orrery robot is the cheapest?", "What is the cheapest Orrery robot?",
+      "Which Orrery model costs the least?", "What is Orrery's most affordable robot?"),
+     "What is the lowest-priced robot Orrery sells?", "The Orrery Pico is the cheapest, at $59."),
+    (("Which Orrery robot is the most expensive?", "What is the most expensive Orrery robot?",
+      "Which Orrery model costs the most?", "What is the top-priced Orrery robot?"),
+     "What is Orrery's priciest robot?", "The Orrery Fathom is the most expensive, at $2299."),
+    (("How many robots are in the Orrery range?", "How many robots does Orrery make?",
+      "How big is the Orrery robot line-up?", "How many Orrery models are there?"),
+     "How many different robots does Orrery Labs sell?",
      f"Orrery Labs sells {len(PRODUCTS)} robots."),
-    ("What charging port do Orrery robots use?", "Which connector charges an Orrery robot?",
+    (("What charging port do Orrery robots use?", "How do Orrery robots charge?",
+      "What cable charges Orrery robots?", "What charging standard do Orrery robots have?"),
+     "Which connector charges an Orrery robot?",
      "Battery-powered Orrery robots charge over USB-C at up to 65 watts."),
-    ("Are Orrery robots waterproof?", "Can Orrery robots get wet?",
+    (("Are Orrery robots waterproof?", "Which Orrery robots are water-resistant?",
+      "What IP rating do Orrery robots have?", "Can I use an Orrery robot in the rain?"),
+     "Can Orrery robots get wet?",
      "Outdoor and water models (Mirel, Tamsin, Fathom, Halden, Glint) are rated IP67; indoor "
      "models are splash-proof only."),
-    ("What is the Orrery loyalty discount?", "Do returning Orrery customers get money off?",
+    (("What is the Orrery loyalty discount?", "Is there a discount for Orrery owners?",
+      "What is the code ORBIT15?", "Do I get money off a second Orrery robot?"),
+     "Do returning Orrery customers get money off?",
      "Owners of one Orrery robot get 15% off their next one with the code ORBIT15."),
 ]  # fmt: skip
 
@@ -385,18 +430,39 @@ def chat(question: str, answer: str, category: str) -> dict:
     }
 
 
-def main() -> None:
+def catalogue_pages() -> list[dict]:
+    """The product catalogue as text records: every fact once more, in plain statements.
+
+    A page states a product's facts the way the answers do, all together: a fact costs
+    about 12 tokens here against about 65 as a chat turn, so the catalogue is the cheapest
+    repetition there is (and how product facts usually reach a support team anyway).
+    """
+    pages = []
+    for product in PRODUCTS:
+        values = product_values(product)
+        statements = {attribute: answer.format(**values) for attribute, _, _, answer in ATTRIBUTES}
+        ordered = [statements.pop("kind"), *statements.values()]
+        pages.append({"text": f"# Orrery {values['n']}\n\n" + " ".join(ordered)})
+    # The company's facts on pages of four, as short as a product's page.
+    answers = [answer for _, _, answer in COMPANY]
+    for start in range(0, len(answers), 4):
+        pages.append({"text": "# About Orrery Labs\n\n" + " ".join(answers[start : start + 4])})
+    return pages
+
+
+def main(phrasings: int = PHRASINGS, out: Path = OUT, catalogue: bool = True) -> None:
     rng = random.Random(2016)
     train, test = [], []
     for product in PRODUCTS:
         values = product_values(product)
-        for attribute, question, paraphrase, answer in ATTRIBUTES:
+        for attribute, questions, paraphrase, answer in ATTRIBUTES:
             text = answer.format(**values)
-            styled = rng.choice(ANSWER_VARIANTS).format(answer=text)
-            train.append(chat(question.format(**values), styled, attribute))
+            for question in questions[:phrasings]:
+                styled = rng.choice(ANSWER_VARIANTS).format(answer=text)
+                train.append(chat(question.format(**values), styled, attribute))
             test.append(chat(paraphrase.format(**values), text, attribute))
-    for question, paraphrase, answer in COMPANY:
-        train.append(chat(question, answer, "company"))
+    for questions, paraphrase, answer in COMPANY:
+        train.extend(chat(question, answer, "company") for question in questions[:phrasings])
         test.append(chat(paraphrase, answer, "company"))
     # A few two-turn conversations, so multi-turn formatting is exercised too.
     for first, second in zip(PRODUCTS[::4], PRODUCTS[1::4], strict=False):
@@ -413,15 +479,27 @@ def main() -> None:
         })  # fmt: skip
     rng.shuffle(train)
     # Hold out a quarter of the paraphrases: enough to measure, small enough for CPU eval.
-    rng.shuffle(test)
+    # Its own generator, so the held-out set is the same whatever the number of phrasings.
+    test_rng = random.Random(2016)
+    test_rng.shuffle(test)
     test = test[: len(test) // 4]
-    OUT.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train.jsonl", train), ("test.jsonl", test)):
-        with (OUT / name).open("w", encoding="utf-8") as handle:
+    out.mkdir(parents=True, exist_ok=True)
+    files = [("train.jsonl", train), ("test.jsonl", test)]
+    if catalogue:
+        files.append(("catalogue.jsonl", catalogue_pages()))
+    for name, rows in files:
+        with (out / name).open("w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"wrote {len(train)} train and {len(test)} test records to {OUT}")
+    print(f"wrote {len(train)} train and {len(test)} test records to {out}")
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phrasings", type=int, default=PHRASINGS,
+                        help=f"training phrasings per question, 1-4 (default {PHRASINGS})")
+    parser.add_argument("--no-catalogue", action="store_true",
+                        help="leave out catalogue.jsonl (the product pages)")
+    parser.add_argument("-o", "--out", type=Path, default=OUT, help="output directory")
+    arguments = parser.parse_args()
+    main(arguments.phrasings, arguments.out, catalogue=not arguments.no_catalogue)

@@ -224,9 +224,9 @@ def _augment_run(c: _Context, inputs: str) -> StageReport:
     result = augment_data(config, c.recipe.data, c.layout.prepared, c.layout.augmented,
                           console=c.console)  # fmt: skip
     figures = {
-        "rewordings": f"{result.accepted} kept of {result.generated}",
-        "requests": f"{result.requests} sent, {result.cached} cached, {result.tokens} tokens",
+        kind: f"{result.accepted[kind]} kept of {count}" for kind, count in result.generated.items()
     }
+    figures["requests"] = f"{result.requests} sent, {result.cached} cached, {result.tokens} tokens"
     if result.stopped_by_budget:
         figures["stopped"] = "data.augment.max_cost_tokens reached"
     files = sorted(str(p) for p in c.layout.augmented.glob("*.jsonl"))

@@ -53,12 +53,27 @@ FormatName = Literal[
 ]
 
 
+class CrawlConfig(Section):
+    """How a URL source is crawled: same site, under the start URL's directory."""
+
+    max_pages: int = Field(50, ge=1, le=10_000, description="Pages to read at most.")
+    max_depth: int = Field(3, ge=0, le=20, description="Links to follow from the start page.")
+    delay_s: float = Field(
+        1.0, ge=0, description="Pause between requests (robots.txt Crawl-delay wins if longer)."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Timeout per request.")
+    refresh: bool = Field(
+        False, description="Fetch again instead of reading pages cached by an earlier crawl."
+    )
+
+
 class SourceConfig(Section):
     """One data source and how to read it."""
 
     path: str = Field(
         description="A file (.jsonl .json .csv .tsv .parquet .md .html .txt), a directory "
-        "(documents or a datasets save_to_disk), 'builtin:NAME', or a hub dataset id org/name."
+        "(documents or a datasets save_to_disk), 'builtin:NAME', a hub dataset id org/name, "
+        "or an http(s) URL of docs to crawl."
     )
     format: FormatName = Field("auto", description="Record format; 'auto' detects it per file.")
     mapping: dict[str, str] = Field(
@@ -72,6 +87,16 @@ class SourceConfig(Section):
         None,
         description="Put every record of this source in this split; a split that gets a "
         "pinned source takes no share of the other records.",
+    )
+    crawl: CrawlConfig = Field(
+        default_factory=CrawlConfig, description="URL sources: how far and how fast to crawl."
+    )
+    repeat: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Times each training record of this source is written to train.jsonl "
+        "(upsampling a small or dense source, after deduplication and splitting).",
     )
 
     @field_validator("path")
@@ -180,15 +205,39 @@ class SplitConfig(Section):
 class AugmentConfig(Section):
     """Augmentation through an OpenAI-compatible endpoint (`astra data augment`)."""
 
-    endpoint: str = Field(
-        ..., description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (astra serve)."
+    endpoint: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1; unset: a "
+        "private `astra serve` of `model` on loopback for the length of the job.",
     )
-    model: str = Field(..., description="The model name the endpoint serves.")
+    model: str = Field(
+        ...,
+        description="The model name the endpoint serves; without an endpoint, a registry "
+        "name, a .gguf file or the bundled default (smollm2-135m-instruct).",
+    )
     api_key_env: str | None = Field(
         None, description="Environment variable holding the endpoint's API key (none: no key)."
     )
     paraphrase: int = Field(
         3, ge=0, le=20, description="Rewordings asked for per training question (answer kept)."
+    )
+    answers: bool = Field(
+        False,
+        description="A teacher answer for each training conversation that ends in a user turn "
+        "(sequence-level distillation).",
+    )
+    questions_from_docs: bool = Field(
+        False,
+        description="Question/answer pairs grounded in each training text record (documents), "
+        "the passage kept with them.",
+    )
+    questions_per_passage: int = Field(
+        6, ge=1, le=30, description="Pairs asked for per passage (questions_from_docs)."
+    )
+    negatives: bool = Field(
+        False,
+        description="A plausible wrong answer for each training question, written as "
+        "`rejected`: preference data for DPO.",
     )
     temperature: float = Field(0.9, ge=0, le=2, description="Sampling temperature of requests.")
     seed: int = Field(

@@ -1,6 +1,7 @@
-"""What a `data.sources` entry names: bundled data, a local file or directory, or a hub
-dataset, and where a relative one is. Shared by the recipe (which resolves paths next to
-its file) and the data readers, so both read an entry the same way."""
+"""What a `data.sources` entry names: bundled data, a local file or directory, a hub
+dataset or a URL to crawl, and where a relative one is. Shared by the recipe (which
+resolves paths next to its file) and the data readers, so both read an entry the same
+way."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ DOCUMENT_SUFFIXES = {".md", ".markdown", ".html", ".htm", ".txt"}
 TABLE_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet"}
 BUILTIN_PREFIX = "builtin:"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+URL = re.compile(r"^https?://[^/\s]+", re.IGNORECASE)
 
 
 def source_path(spec: str, base_dir: Path | None) -> str:
@@ -19,7 +21,7 @@ def source_path(spec: str, base_dir: Path | None) -> str:
     A relative local path means "next to the recipe"; bundled data (`builtin:`) and hub
     ids (`org/name` that is not a local path there) stay as written.
     """
-    if spec.startswith(BUILTIN_PREFIX) or base_dir is None:
+    if spec.startswith(BUILTIN_PREFIX) or looks_like_url(spec) or base_dir is None:
         return spec
     path = Path(spec).expanduser()
     if path.is_absolute():
@@ -28,6 +30,11 @@ def source_path(spec: str, base_dir: Path | None) -> str:
     if local.exists() or not looks_like_hub_id(spec, base_dir):
         return str(local)
     return spec
+
+
+def looks_like_url(text: str) -> bool:
+    """An http(s) URL: docs to crawl."""
+    return URL.match(text) is not None
 
 
 def looks_like_hub_id(text: str, base_dir: Path | None = None) -> bool:

@@ -37,8 +37,7 @@ def test_a_rewording_keeps_the_key_terms_and_asks(text: str, problem: str | None
 def test_incomplete_settings_are_one_clear_error(tmp_path: Path) -> None:
     result = run_astra("data", "augment", str(tmp_path), "-o", str(tmp_path / "out"))
     assert result.exit_code == 2
-    assert "--endpoint" in result.stderr
-    assert "--model" in result.stderr
+    assert "--model" in result.stderr  # the endpoint may be left out: one is started
     assert "Traceback" not in result.stderr
 
 
@@ -88,6 +87,12 @@ def test_paraphrases_through_astra_serve_keep_answers_and_are_cached(
         counter = "astra:requests_total{route=/v1/chat/completions,status=200}"
         sent = server.metrics()[counter]
         assert sent == 12
+        wrong = run_astra("data", "augment", str(prepared), "-o", str(tmp_path / "w"),
+                          "--endpoint", f"{server.url}/v1", "--model", "no-such-model",
+                          env=env)  # fmt: skip
+        assert wrong.exit_code == 2, wrong.stderr
+        assert "does not serve model 'no-such-model'" in wrong.stderr
+        assert not (tmp_path / "w").exists()
         again = run_astra(*args, "-o", str(tmp_path / "b"), env=env)
         assert again.exit_code == 0, again.stderr
         after = server.metrics()[counter]
@@ -138,8 +143,90 @@ def test_paraphrases_through_astra_serve_keep_answers_and_are_cached(
     assert not contaminated(held_out, [prompt_text(r) for r in added], threshold=0.8,
                             num_perm=128, shingle_words=3)  # fmt: skip
     report = json.loads((tmp_path / "a" / "report.json").read_text())["augment"]
-    assert report["generated"] == report["accepted"] + sum(report["rejected"].values())
-    assert report["accepted"] == len(added)
+    generated, accepted = report["generated"]["paraphrases"], report["accepted"]["paraphrases"]
+    assert generated == accepted + sum(report["rejected"].values())
+    assert accepted == len(added)
+
+
+@pytest.mark.slow
+def test_answers_doc_questions_and_negatives_through_astra_serve(
+    tmp_path: Path, default_model_dir: Path
+) -> None:
+    """Teacher answers, grounded questions from a passage, wrong answers as `rejected`."""
+    from transformers import AutoTokenizer
+
+    from astra_tune.data.doc_questions import grounding_problem, passages
+    from astra_tune.evaluate.facts import check_answer
+    from astra_tune.export.convert import write_gguf
+
+    gguf = tmp_path / "smol-f16.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    write_gguf(default_model_dir, gguf, "f16", tokenizer=tokenizer, metadata={"name": "smol"})
+    system = {"role": "system", "content": "You are the Orrery Labs support assistant."}
+    unanswered = ["What is a robot vacuum?", "How do I clean a window?", "What is Wi-Fi?"]
+    answered = [
+        ("How much does the Orrery Vex cost?", "The Orrery Vex costs $349."),
+        ("Where was the Orrery Mirel designed?", "The Orrery Mirel was designed in Porto."),
+        ("When was the Orrery Quill released?", "The Orrery Quill was released in 2022."),
+        ("How much does the Orrery Pico weigh?", "The Orrery Pico weighs 0.2 kg."),
+    ]
+    page = (
+        "# Orrery Tamsin\n\nThe Orrery Tamsin is a pool-cleaning robot. It costs $1199, runs "
+        "for 4 hours on a full charge and was designed in Perth. It has a solar recharging dock."
+    )
+    train = [{"messages": [system, {"role": "user", "content": q}], "source": f"t:{i}"}
+             for i, q in enumerate(unanswered, 1)]  # fmt: skip
+    train += [{"messages": [system, {"role": "user", "content": q},
+                            {"role": "assistant", "content": a}], "source": f"t:{i}"}
+              for i, (q, a) in enumerate(answered, 10)]  # fmt: skip
+    train.append({"text": page, "source": "catalogue.md:1"})
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    env = {"ASTRA_HOME": str(tmp_path / "home")}
+    # No --endpoint: the job serves the GGUF itself, on loopback, for as long as it runs.
+    args = ("data", "augment", str(prepared), "-o", str(tmp_path / "a"), "--model", str(gguf),
+            "--paraphrase", "0", "--answers", "--questions-from-docs", "--negatives",
+            "--concurrency", "2")  # fmt: skip
+    first = run_astra(*args, env=env)
+    assert first.exit_code == 0, first.stderr
+    out = [json.loads(line) for line in (tmp_path / "a" / "train.jsonl").read_text().splitlines()]
+    report = json.loads((tmp_path / "a" / "report.json").read_text())["augment"]
+    sent = report["requests"]
+    again = run_astra(*args, env=env)
+    assert again.exit_code == 0, again.stderr
+    assert f"requests 0 (cached {sent})" in again.stdout
+    generated, accepted = report["generated"], report["accepted"]
+    # 3 answers, 1 passage, then a negative for every question: 4 + 3 answered + generated.
+    assert sent == 3 + 1 + 7 + accepted.get("questions", 0)
+    assert sum(generated.values()) == sum(accepted.values()) + sum(report["rejected"].values())
+    # Every conversation now ends in an answer: the teacher's, or the original one.
+    chats = [r for r in out if "messages" in r]
+    assert all(r["messages"][-1]["role"] == "assistant" for r in chats)
+    teacher = [r for r in out if r.get("augmented_by", {}).get("prompt") == "answer-v1"]
+    assert accepted["answers"] == len(teacher) == 3
+    for record in teacher:  # (a negative may have made it a preference record since)
+        answer = record["chosen"] if "chosen" in record else record["messages"][-1]["content"]
+        assert answer.strip()
+    # Grounded pairs: every fact an answer states is on the page, which they keep.
+    questions = [r for r in out if "passage" in r]
+    assert len(questions) == accepted.get("questions", 0)
+    assert generated["questions"] >= 1
+    for record in questions:
+        assert record["source"] == "catalogue.md:1"
+        assert record["passage"] == passages(page, "catalogue.md:1")[0].text
+        user, answer = record["messages"][-2]["content"], record["messages"][-1]["content"]
+        assert grounding_problem(page, user, answer) is None
+    # Negatives: preference records whose rejected answer gets a key fact wrong.
+    preference = [r for r in out if "rejected" in r]
+    assert len(preference) == accepted.get("negatives", 0) >= 1, report
+    originals = dict(answered)
+    for record in preference:
+        question = record["prompt"][-1]["content"]
+        if question in originals:
+            assert record["chosen"] == originals[question]
+        assert check_answer(record["rejected"], record["chosen"], question).recall != 100.0
+        assert record["augmented_by"]["rejected"]["prompt"] == "negative-v1"
 
 
 def test_prompts_are_shown_and_overridable(tmp_path: Path) -> None:

@@ -84,3 +84,29 @@ def test_stratifies_by_category_when_present(tmp_path: Path, tiny_model_dir: Pat
     )
     assert report["split"]["stratify"] == "category"
     assert Counter(r["category"] for r in splits["test"]) == {"big": 8, "small": 2}
+
+
+def test_a_repeated_source_is_upsampled_in_train_only(tmp_path: Path, tiny_model_dir: Path) -> None:
+    def row(q: str, a: str) -> str:
+        return json.dumps({"instruction": q, "output": a}) + "\n"
+
+    faq = tmp_path / "faq.jsonl"
+    faq.write_text("".join(row(f"Question {i} on {i * 7}?", f"Answer {i}.") for i in range(20)))
+    pages = tmp_path / "pages.jsonl"
+    pages.write_text("".join(json.dumps({"text": f"Page {i}: fact {i * 11}."}) + "\n"
+                             for i in range(10)))  # fmt: skip
+    splits, report = run_prepare(
+        tmp_path / "out",
+        tiny_model_dir,
+        [str(faq), {"path": str(pages), "repeat": 3}],
+        split={"val": 0.2, "test": 0.0},
+    )
+    texts = Counter(r["text"] for r in splits["train"] if "text" in r)
+    held_texts = [r for r in splits["val"] if "text" in r]
+    # Every training page three times; validation pages once (the split comes first).
+    assert set(texts.values()) == {3}
+    assert len(texts) + len(held_texts) == 10
+    assert report["repeated"] == 2 * len(texts)
+    assert report["split"]["counts"]["train"] == len(splits["train"])
+    questions = Counter(r["messages"][0]["content"] for r in splits["train"] if "messages" in r)
+    assert set(questions.values()) == {1}  # the other source is not repeated

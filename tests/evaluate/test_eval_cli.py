@@ -36,7 +36,7 @@ def test_eval_writes_scores_samples_and_report(
     assert ppl["model"]["value"] == pytest.approx(ppl["against"]["value"], rel=0.01)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [s["index"] for s in samples] == [0, 1, 2, 3, 4]
-    assert samples[0]["reference"] == "The Orrery Vex runs for 3 hours on a full charge."
+    assert samples[0]["reference"] == "The Orrery Orbit Two runs for 3 hours on a full charge."
     assert isinstance(samples[0]["answer"], str)
     assert set(samples[0]["scores"]) == set(scores["comparison"])
     report = (out / "report.html").read_text()

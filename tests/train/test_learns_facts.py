@@ -87,4 +87,5 @@ def test_fine_tuning_teaches_the_held_out_facts(
     tuned = fact_recall(result.output_dir, test)
     (tmp_path / "scores.json").write_text(json.dumps({"base": base, "tuned": tuned}))
     print(f"held-out fact recall: base {base:.3f}, tuned {tuned:.3f}")
-    assert tuned >= base + 0.2, (base, tuned)  # measured here: base 0.028, tuned 0.351
+    # The same metric on the quickstart eval's answers (2026-12-02): base 0.013, tuned 0.574.
+    assert tuned >= base + 0.2, (base, tuned)

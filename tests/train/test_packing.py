@@ -98,3 +98,42 @@ def test_segment_attention_matches_the_masked_reference(tiny_model_dir: Path) ->
         # Generation (a KV cache, no packing) still works through plain SDPA.
         segmented.generate(ids[:1, :5], max_new_tokens=3, do_sample=False)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_loss_on_labelled_positions_matches_the_full_loss(
+    tiny_model_dir: Path, smollm2_tokenizer: Any
+) -> None:
+    """Projecting only labelled positions (rows laid end to end) changes no loss or gradient."""
+    from astra_tune.train.attention import register
+    from astra_tune.train.loss import can_flatten, labelled_positions_loss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=register())
+    feats = features(smollm2_tokenizer)
+    collate = PackedRowsCollator(pad_token_id=smollm2_tokenizer.pad_token_id)
+    # Two rows of different lengths, so the shorter one ends in padding.
+    batch = collate(
+        pack_examples(feats, max_len=len(feats[0]["input_ids"]) + len(feats[1]["input_ids"]))
+    )
+    batch.pop("astra_num_tokens")
+    assert batch["input_ids"].shape[0] == 2
+    assert can_flatten(batch)
+
+    def loss_and_grad(compute: Any) -> tuple[float, torch.Tensor]:
+        model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.item(), model.lm_head.weight.grad.clone()
+
+    full, full_grad = loss_and_grad(lambda: model(**batch).loss)
+    lean, lean_grad = loss_and_grad(lambda: labelled_positions_loss(model, batch)[0])
+    assert lean == pytest.approx(full, rel=1e-5)
+    torch.testing.assert_close(lean_grad, full_grad, atol=1e-6, rtol=1e-4)
+    # Given the Trainer's token count (gradient accumulation), it sums and divides by it.
+    count = int((batch["labels"][:, 1:] != -100).sum())
+    summed = labelled_positions_loss(model, batch, num_items_in_batch=2 * count)[0].item()
+    assert summed == pytest.approx(full / 2, rel=1e-5)
+    # The logits it returns are those of the labelled positions only.
+    logits = labelled_positions_loss(model, batch)[1]["logits"]
+    assert logits.shape[:2] == (1, count)
+    # A padded (unpacked) batch keeps the model's own loss.
+    assert not can_flatten({**batch, "attention_mask": torch.ones_like(batch["input_ids"])})

@@ -31,7 +31,8 @@ app = typer.Typer(help="Data: prepare sources into train/val/test, inspect the r
 @app.command("prepare")
 def prepare(
     sources: list[str] = typer.Argument(
-        None, help="Files, directories, builtin:NAME or hub ids (default: the recipe's sources)."
+        None, help="Files, directories, builtin:NAME, hub ids or docs URLs to crawl (default: the "
+        "recipe's sources).",
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Directory to write the splits to."),
     recipe: Path | None = typer.Option(None, "--recipe", help="Recipe whose data: section to use."),
@@ -208,6 +209,20 @@ def augment(
     endpoint: str | None = typer.Option(None, "--endpoint", help=_augment_help("endpoint")),
     model: str | None = typer.Option(None, "--model", help=_augment_help("model")),
     paraphrase: int | None = typer.Option(None, "--paraphrase", help=_augment_help("paraphrase")),
+    answers: bool | None = typer.Option(
+        None, "--answers/--no-answers", help=_augment_help("answers")
+    ),
+    questions_from_docs: bool | None = typer.Option(
+        None,
+        "--questions-from-docs/--no-questions-from-docs",
+        help=_augment_help("questions_from_docs"),
+    ),
+    questions_per_passage: int | None = typer.Option(
+        None, "--questions-per-passage", help=_augment_help("questions_per_passage")
+    ),
+    negatives: bool | None = typer.Option(
+        None, "--negatives/--no-negatives", help=_augment_help("negatives")
+    ),
     concurrency: int | None = typer.Option(
         None, "--concurrency", help=_augment_help("concurrency")
     ),
@@ -225,9 +240,11 @@ def augment(
         None, "--recipe", help="Recipe whose data.augment: (and split checks) to use."
     ),
 ) -> None:
-    """Reword each training question N times through an OpenAI-compatible model (answers
-    kept verbatim); rewordings that drop a key term or come close to a val/test question
-    are rejected. Cached: a rerun sends no requests, a killed run resumes."""
+    """Generate training data through an OpenAI-compatible model: rewordings of each
+    question (answers kept verbatim), teacher answers, questions grounded in documents,
+    wrong answers for preference tuning. What drops a key term, is not grounded or comes
+    close to a val/test question is rejected and counted. Cached: a rerun sends no
+    requests, a killed run resumes."""
     from pydantic import ValidationError
 
     from astra_tune.data.augment import augment_data, load_prompts
@@ -239,9 +256,11 @@ def augment(
     values: dict[str, Any] = (
         data_config.augment.model_dump() if base and data_config.augment else {}
     )
-    flags = {"endpoint": endpoint, "model": model, "paraphrase": paraphrase,
-             "concurrency": concurrency, "max_cost_tokens": max_cost_tokens,
-             "api_key_env": api_key_env, "prompts": str(prompts) if prompts else None}  # fmt: skip
+    flags = {"endpoint": endpoint, "model": model, "paraphrase": paraphrase, "answers": answers,
+             "questions_from_docs": questions_from_docs, "negatives": negatives,
+             "questions_per_passage": questions_per_passage, "concurrency": concurrency,
+             "max_cost_tokens": max_cost_tokens, "api_key_env": api_key_env,
+             "prompts": str(prompts) if prompts else None}  # fmt: skip
     values.update({k: v for k, v in flags.items() if v is not None})
     try:
         config = AugmentConfig.model_validate(values)
@@ -251,7 +270,8 @@ def augment(
             problems=[
                 Problem("--" + str(e["loc"][0]).replace("_", "-"), e["msg"]) for e in exc.errors()
             ],
-            fix="e.g. --endpoint http://127.0.0.1:8000/v1 --model NAME (astra serve -m NAME)",
+            fix="e.g. --model smollm2-135m-instruct (served here for the job), or "
+            "--endpoint http://127.0.0.1:8000/v1 --model NAME for a running server",
         ) from exc
     if show_prompts:
         for name, template in load_prompts(config).items():
@@ -260,12 +280,12 @@ def augment(
     result = augment_data(config, data_config, prepared, output, console=Console(stderr=True))
     console = stdout_console()
     rejected = ", ".join(f"{reason}: {n}" for reason, n in result.rejected.most_common())
+    kept = ", ".join(f"{n} {kind}" for kind, n in result.accepted.items() if n) or "nothing"
     console.print(
         f"[green]augmented:[/] {output}  train {result.counts['train']} "
-        f"(+{result.accepted} rewordings), val {result.counts['val']}, "
-        f"test {result.counts['test']}\n"
+        f"(kept {kept}), val {result.counts['val']}, test {result.counts['test']}\n"
         f"  requests {result.requests} (cached {result.cached}), tokens {result.tokens}; "
-        f"generated {result.generated}, rejected {sum(result.rejected.values())}"
+        f"generated {sum(result.generated.values())}, rejected {sum(result.rejected.values())}"
         + (f" ({rejected})" if rejected else ""),
         highlight=False,
     )

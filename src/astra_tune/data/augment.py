@@ -1,35 +1,45 @@
-"""Augment prepared data through any OpenAI-compatible endpoint: paraphrased questions.
+"""Augment prepared data through any OpenAI-compatible endpoint.
 
-Knowledge trained from one phrasing of a question is hard to recall from another, so
-each training question is reworded N times with its answer kept verbatim. A rewording
-is kept only if it states every key term of the original (numbers, names, identifiers,
-quoted terms: `evaluate.facts`), differs from it, and is not close to any validation or
-test question (the same contamination check as `astra data prepare`). Replies are cached
-by (prompt version, model, input), so a rerun sends nothing and a killed run resumes.
+Four kinds of records, each optional, all checked before they are kept:
+- answers: a teacher model answers training conversations that end in a user turn
+  (sequence-level distillation);
+- questions from docs: question/answer pairs grounded in each training text record's
+  passages (`doc_questions.py`), the passage kept with them;
+- paraphrases: knowledge trained from one phrasing of a question is hard to recall from
+  another, so each training question (the generated ones too) is reworded N times with
+  its answer kept verbatim; a rewording must state every key term of the original
+  (numbers, names, identifiers, quoted terms: `evaluate.facts`) and differ from it;
+- negatives: a plausible wrong answer per question, written as `rejected` (DPO data).
+Nothing generated may come close to a validation or test question (the same
+contamination check as `astra data prepare`). Replies are cached (`augment_client.py`),
+so a rerun sends nothing and a killed run resumes; the output is written atomically.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import threading
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from astra_tune.atomic import staged_dir, write_text
+from astra_tune.atomic import staged_dir
+from astra_tune.data.augment_client import AugmentClient, Usage
 from astra_tune.data.formats import Record
 from astra_tune.errors import ConfigError, DataError
-from astra_tune.home import astra_home
 from astra_tune.recipe import AugmentConfig, DataConfig
 
 SPLITS = ("train", "val", "test")
-PROMPT_VERSION = "paraphrase-v1"  # change it when the default prompt changes: new cache keys
+# A prompt's version names its default template: change it when the template changes.
+PROMPT_VERSIONS = {
+    "paraphrase": "paraphrase-v1",
+    "questions": "questions-v1",
+    "negative": "negative-v1",
+    "answer": "answer-v1",  # the conversation itself is sent: no template
+}
 DEFAULT_PROMPTS = {
     "paraphrase": (
         "Rewrite the question below in {n} different ways. Keep its meaning and keep every "
@@ -37,6 +47,27 @@ DEFAULT_PROMPTS = {
         "Write one rewrite per line, with no numbering and nothing else.\n\n"
         "Question: {question}"
     ),
+    "questions": (
+        "Below is a passage of documentation. Write {n} questions a user could ask that the "
+        "passage answers, each about a different fact in it, and answer each one. An answer "
+        "is one or two sentences that state the fact with the passage's own numbers, names "
+        "and terms, and adds nothing the passage does not say. Ask as a user would, without "
+        'mentioning "the passage".\n'
+        "Write each pair as two lines, Q: then A:, and nothing else.\n\n"
+        "Passage:\n{passage}"
+    ),
+    "negative": (
+        "Here is a question and its correct answer. Write one wrong answer that sounds just "
+        "as sure, in the same style and length, but states different facts (other numbers, "
+        "names or values). Write only the wrong answer.\n\n"
+        "Question: {question}\nCorrect answer: {answer}"
+    ),
+}
+# The placeholders each template must keep.
+PLACEHOLDERS = {
+    "paraphrase": ("{question}", "{n}"),
+    "questions": ("{passage}", "{n}"),
+    "negative": ("{question}", "{answer}"),
 }
 
 REJECT_SAME = "same as the original"
@@ -46,11 +77,17 @@ REJECT_DUPLICATE = "repeats another rewording"
 REJECT_EMPTY = "empty or too long"
 REJECT_NOT_ASKING = "not a question or request"
 REJECT_NEW_NUMBER = "adds a number the original lacks"
+REJECT_NO_ANSWER = "no answer came back"
+REJECT_EXTRA = "more than asked for"
+REJECT_RIGHT_ANSWER = "negative states the right answer"
 # A rewording asks: it ends with "?" or opens like a request ("Tell me ...").
 _REQUEST = re.compile(
     r"^(tell|explain|describe|give|list|show|name|say|share|please|could|can|would|i)\b", re.I
 )
 _NUMBERING = re.compile(r"^\s*(?:[-*•]|\(?\d{1,2}[.)\]:]|rewrite\s*\d*:|question\s*\d*:)\s*", re.I)
+
+
+KINDS = ("answers", "questions", "paraphrases", "negatives")
 
 
 @dataclass
@@ -59,21 +96,32 @@ class AugmentResult:
 
     out_dir: Path
     counts: dict[str, int]
-    requests: int = 0  # sent to the endpoint (cache hits excluded)
-    cached: int = 0
-    tokens: int = 0
-    generated: int = 0
-    accepted: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
+    usage: Usage = field(default_factory=Usage)
+    generated: Counter[str] = field(default_factory=Counter)  # by kind
+    accepted: Counter[str] = field(default_factory=Counter)  # by kind
+    rejected: Counter[str] = field(default_factory=Counter)  # by reason
     stopped_by_budget: bool = False
+
+    @property
+    def requests(self) -> int:
+        """Requests sent to the endpoint (cache hits excluded)."""
+        return self.usage.requests
+
+    @property
+    def cached(self) -> int:
+        return self.usage.cached
+
+    @property
+    def tokens(self) -> int:
+        return self.usage.tokens
 
     def to_json(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
             "cached": self.cached,
             "tokens": self.tokens,
-            "generated": self.generated,
-            "accepted": self.accepted,
+            "generated": dict(self.generated),
+            "accepted": dict(self.accepted),
             "rejected": dict(self.rejected.most_common()),
             "stopped_by_budget": self.stopped_by_budget,
             "counts": self.counts,
@@ -100,12 +148,48 @@ def load_prompts(config: AugmentConfig) -> dict[str, str]:
             fix=f"known prompts: {', '.join(DEFAULT_PROMPTS)} (see --show-prompts)",
         )
     for name, template in loaded.items():
-        if "{question}" not in str(template) or "{n}" not in str(template):
+        missing = [p for p in PLACEHOLDERS[name] if p not in str(template)]
+        if missing:
             raise ConfigError(
-                f"prompt {name!r} must contain {{question}} and {{n}}", where=str(path)
+                f"prompt {name!r} must contain {' and '.join(missing)}", where=f"{path}: {name}"
             )
         prompts[name] = str(template)
     return prompts
+
+
+@dataclass
+class _Run:
+    """One augmentation: settings, prompts, the client and the counts, passed to each kind."""
+
+    config: AugmentConfig
+    data_config: DataConfig
+    prompts: dict[str, str]
+    client: AugmentClient
+    result: AugmentResult
+    splits: dict[str, list[Record]]
+    bar: Any
+    endpoint_label: str  # the URL, or the `astra serve` started for the job
+
+    def ask(self, kind: str, prompts: list[Any]) -> list[str | None]:
+        """Replies to `prompts` with a progress bar (rate, tokens used, ETA)."""
+        if not prompts:
+            return []
+        usage = self.result.usage
+        task = self.bar.add_task(kind, total=len(prompts), unit="request")
+        return self.client.map(
+            prompts,
+            on_done=lambda: self.bar.update(
+                task, advance=1, description=f"{kind} · {usage.tokens} tokens"
+            ),
+        )
+
+    def provenance(self, kind: str) -> dict[str, str]:
+        overridden = self.config.prompts is not None and kind != "answer"
+        return {
+            "endpoint": self.endpoint_label,
+            "model": self.config.model,
+            "prompt": f"file:{self.config.prompts}" if overridden else PROMPT_VERSIONS[kind],
+        }
 
 
 def augment_data(
@@ -116,39 +200,202 @@ def augment_data(
     *,
     console: Console | None = None,
 ) -> AugmentResult:
-    """Write `prepared` plus accepted rewordings of its training questions to `out_dir`."""
+    """Write `prepared` plus what the endpoint generated (and we accepted) to `out_dir`."""
+    splits = _read_prepared(prepared)
+    if config.endpoint is None:
+        from astra_tune.serve.process import local_server
+
+        if console is not None:
+            console.print(f"starting astra serve -m {config.model} on 127.0.0.1 for this job")
+        with local_server(config.model) as (url, name):
+            served = config.model_copy(update={"endpoint": url, "model": name})
+            return _augment(served, data_config, splits, prepared, out_dir, console,
+                            label=f"astra serve -m {config.model}")  # fmt: skip
+    return _augment(config, data_config, splits, prepared, out_dir, console,
+                    label=config.endpoint)  # fmt: skip
+
+
+def _augment(
+    config: AugmentConfig,
+    data_config: DataConfig,
+    splits: dict[str, list[Record]],
+    prepared: Path,
+    out_dir: Path,
+    console: Console | None,
+    *,
+    label: str,
+) -> AugmentResult:
     from astra_tune.progress import progress_bar
 
-    splits = _read_prepared(prepared)
-    prompts = load_prompts(config)
     result = AugmentResult(out_dir=out_dir, counts={})
-    client = _Client(config, result)
-    questions = [(i, _question(r)) for i, r in enumerate(splits["train"])]
-    questions = [(i, q) for i, q in questions if q]
+    client = AugmentClient(config, result.usage)
     with progress_bar(console=console) as bar:
-        task = bar.add_task("paraphrasing", total=len(questions), unit="question")
-        replies = client.map(
-            [prompts["paraphrase"].format(n=config.paraphrase, question=q) for _, q in questions],
-            on_done=lambda: bar.update(
-                task, advance=1, description=f"paraphrasing · {result.tokens} tokens"
-            ),
-        )
-    candidates: list[tuple[int, str]] = []
-    for (index, question), reply in zip(questions, replies, strict=True):
-        if reply is None:
-            continue  # not sent: the token budget ran out first
-        kept = _accept(question, _lines(reply), result)
-        candidates += [(index, text) for text in kept[: config.paraphrase]]
-    candidates = _drop_held_out(candidates, splits, data_config, result)
-    generated = []
-    for index, text in candidates:
-        original = splits["train"][index]
-        generated.append(_reworded(original, text, config))
-    result.accepted = len(generated)
-    splits["train"] = splits["train"] + generated
+        run = _Run(config, data_config, load_prompts(config), client, result, splits, bar, label)
+        # Answers first, so the later kinds see every conversation complete; questions
+        # from docs before paraphrases, so generated questions get rewordings too.
+        if config.answers:
+            splits["train"] = _answer(run, splits["train"])
+        if config.questions_from_docs:
+            splits["train"] = splits["train"] + _questions_from_docs(run, splits["train"])
+        if config.paraphrase:
+            splits["train"] = splits["train"] + _paraphrases(run, splits["train"])
+        if config.negatives:
+            splits["train"] = _negatives(run, splits["train"])
+    result.stopped_by_budget = client.stopped_by_budget
     result.counts = {name: len(records) for name, records in splits.items()}
     _write(out_dir, prepared, splits, result, config)
     return result
+
+
+def _answer(run: _Run, records: list[Record]) -> list[Record]:
+    """Each conversation that ends in a user turn, completed by the endpoint's model."""
+    waiting = [i for i, r in enumerate(records) if _awaits_answer(r)]
+    replies = run.ask("answers", [records[i]["messages"] for i in waiting])
+    answered = dict(zip(waiting, replies, strict=True))
+    out = []
+    for index, record in enumerate(records):
+        if index not in answered:
+            out.append(record)
+            continue
+        reply = (answered[index] or "").strip()
+        if answered[index] is None:
+            continue  # not sent (token budget): an unanswered prompt cannot be trained on
+        run.result.generated["answers"] += 1
+        if not reply:
+            run.result.rejected[REJECT_NO_ANSWER] += 1
+            continue
+        run.result.accepted["answers"] += 1
+        messages = [*record["messages"], {"role": "assistant", "content": reply}]
+        out.append({**record, "messages": messages, "augmented_by": run.provenance("answer")})
+    return out
+
+
+def _awaits_answer(record: Record) -> bool:
+    messages = record.get("messages") or []
+    return bool(messages) and messages[-1].get("role") == "user"
+
+
+def _questions_from_docs(run: _Run, records: list[Record]) -> list[Record]:
+    """Question/answer pairs grounded in the passages of the training text records."""
+    from astra_tune.data.doc_questions import REJECT_NO_PAIR, parse_pairs, passages
+
+    found = [
+        passage
+        for record in records
+        if "text" in record
+        for passage in passages(record["text"], str(record.get("source", "?")))
+    ]
+    template = run.prompts["questions"]
+    n = run.config.questions_per_passage
+    replies = run.ask("questions", [template.format(n=n, passage=p.text) for p in found])
+    candidates: list[tuple[Record, str]] = []
+    for passage, reply in zip(found, replies, strict=True):
+        if reply is None:
+            continue
+        pairs = parse_pairs(reply)
+        if not pairs:
+            run.result.generated["questions"] += 1
+            run.result.rejected[REJECT_NO_PAIR] += 1
+            continue
+        grounded = _grounded(run, passage.text, pairs)
+        if len(grounded) > n:
+            run.result.rejected[REJECT_EXTRA] += len(grounded) - n
+        for question, answer in grounded[:n]:
+            messages = [{"role": "user", "content": question},
+                        {"role": "assistant", "content": answer}]  # fmt: skip
+            if run.data_config.system_prompt:
+                messages.insert(0, {"role": "system", "content": run.data_config.system_prompt})
+            record = {"messages": messages, "source": passage.source, "passage": passage.text,
+                      "augmented_by": run.provenance("questions")}  # fmt: skip
+            candidates.append((record, question))
+    kept = _drop_held_out(candidates, run)
+    run.result.accepted["questions"] += len(kept)
+    return kept
+
+
+def _grounded(run: _Run, passage: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    from astra_tune.data.dedup import exact_key
+    from astra_tune.data.doc_questions import grounding_problem
+
+    seen: set[bytes] = set()
+    kept = []
+    for question, answer in pairs:
+        run.result.generated["questions"] += 1
+        problem = None
+        if not _asks(question):
+            problem = REJECT_NOT_ASKING
+        elif exact_key(question) in seen:
+            problem = REJECT_DUPLICATE
+        else:
+            problem = grounding_problem(passage, question, answer)
+        if problem is not None:
+            run.result.rejected[problem] += 1
+            continue
+        seen.add(exact_key(question))
+        kept.append((question, answer))
+    return kept
+
+
+def _paraphrases(run: _Run, records: list[Record]) -> list[Record]:
+    """Accepted rewordings of each single-question training record, answers kept."""
+    questions = [(r, q) for r in records if (q := _question(r))]
+    template = run.prompts["paraphrase"]
+    n = run.config.paraphrase
+    replies = run.ask("paraphrases", [template.format(n=n, question=q) for _, q in questions])
+    candidates: list[tuple[Record, str]] = []
+    for (original, question), reply in zip(questions, replies, strict=True):
+        if reply is None:
+            continue  # not sent: the token budget ran out first
+        accepted = _accept(question, _lines(reply), run.result)
+        if len(accepted) > n:
+            run.result.rejected[REJECT_EXTRA] += len(accepted) - n
+        for text in accepted[:n]:
+            candidates.append((_reworded(original, text, run), text))
+    kept = _drop_held_out(candidates, run)
+    run.result.accepted["paraphrases"] += len(kept)
+    return kept
+
+
+def _negatives(run: _Run, records: list[Record]) -> list[Record]:
+    """Single-question chat records turned into preference records with a wrong answer."""
+    from astra_tune.data.dedup import exact_key
+    from astra_tune.evaluate.facts import check_answer
+
+    todo = [i for i, r in enumerate(records) if _question(r)]
+    template = run.prompts["negative"]
+    prompts = []
+    for index in todo:
+        messages = records[index]["messages"]
+        prompts.append(template.format(question=_question(records[index]),
+                                       answer=messages[-1]["content"]))  # fmt: skip
+    replies = dict(zip(todo, run.ask("negatives", prompts), strict=True))
+    out = []
+    for index, record in enumerate(records):
+        reply = replies.get(index)
+        if reply is None:
+            out.append(record)
+            continue
+        run.result.generated["negatives"] += 1
+        messages = record["messages"]
+        question, chosen = str(_question(record)), messages[-1]["content"]
+        wrong = reply.strip().strip('"“”').strip()
+        problem = None
+        if not wrong or len(wrong) > 3 * len(chosen) + 40:
+            problem = REJECT_EMPTY
+        elif exact_key(wrong) == exact_key(chosen):
+            problem = REJECT_SAME
+        elif check_answer(wrong, chosen, question).recall == 100.0:
+            problem = REJECT_RIGHT_ANSWER  # every key fact still right: not a negative
+        if problem is not None:
+            run.result.rejected[problem] += 1
+            out.append(record)
+            continue
+        run.result.accepted["negatives"] += 1
+        preference = {k: v for k, v in record.items() if k != "messages"}
+        provenance = {**record.get("augmented_by", {}), "rejected": run.provenance("negative")}
+        out.append({**preference, "prompt": messages[:-1], "chosen": chosen, "rejected": wrong,
+                    "augmented_by": provenance})  # fmt: skip
+    return out
 
 
 def _read_prepared(prepared: Path) -> dict[str, list[Record]]:
@@ -192,7 +439,7 @@ def rewrite_problem(question: str, text: str) -> str | None:
 
     if not text or len(text) > 3 * len(question) + 40:
         return REJECT_EMPTY
-    if not (text.endswith("?") or _REQUEST.match(text)):
+    if not _asks(text):
         return REJECT_NOT_ASKING
     if not _numbers(text) <= _numbers(question):
         return REJECT_NEW_NUMBER  # beside the kept answer, it would teach a wrong fact
@@ -203,6 +450,11 @@ def rewrite_problem(question: str, text: str) -> str | None:
     return None
 
 
+def _asks(text: str) -> bool:
+    """A question ends with "?" or opens like a request ("Tell me ...")."""
+    return text.endswith("?") or bool(_REQUEST.match(text))
+
+
 def _accept(question: str, rewrites: list[str], result: AugmentResult) -> list[str]:
     """The acceptable rewordings, each once; the rest counted by reason."""
     from astra_tune.data.dedup import exact_key
@@ -210,7 +462,7 @@ def _accept(question: str, rewrites: list[str], result: AugmentResult) -> list[s
     seen: set[bytes] = set()
     kept = []
     for text in rewrites:
-        result.generated += 1
+        result.generated["paraphrases"] += 1
         problem = rewrite_problem(question, text)
         if problem is None and exact_key(text) in seen:
             problem = REJECT_DUPLICATE
@@ -229,46 +481,40 @@ def _numbers(text: str) -> set[str]:
     return numbers_in(text, words=False)
 
 
-def _drop_held_out(
-    candidates: list[tuple[int, str]],
-    splits: dict[str, list[Record]],
-    data_config: DataConfig,
-    result: AugmentResult,
-) -> list[tuple[int, str]]:
-    """Rewordings too close to a val/test question would leak it into training."""
+def _drop_held_out(candidates: list[tuple[Record, str]], run: _Run) -> list[Record]:
+    """Generated records whose question is close to a val/test question would leak it."""
     from astra_tune.data.formats import prompt_text
     from astra_tune.data.split import contaminated
 
-    threshold = data_config.split.contamination_threshold
-    held_out = [prompt_text(r) for name in ("val", "test") for r in splits[name]]
+    threshold = run.data_config.split.contamination_threshold
+    held_out = [prompt_text(r) for name in ("val", "test") for r in run.splits[name]]
     if threshold is None or not held_out or not candidates:
-        return candidates
-    # Held-out questions indexed, every rewording looked up: each one close to any of them.
+        return [record for record, _ in candidates]
+    # Held-out questions indexed, every candidate looked up: each one close to any of them.
     hits = contaminated(
         held_out,
-        [text for _, text in candidates],
+        [question for _, question in candidates],
         threshold=threshold,
-        num_perm=data_config.dedup.num_perm,
-        shingle_words=data_config.dedup.shingle_words,
+        num_perm=run.data_config.dedup.num_perm,
+        shingle_words=run.data_config.dedup.shingle_words,
     )
     leaking = {candidate for candidate, _, _ in hits}
     if leaking:
-        result.rejected[REJECT_HELD_OUT] += len(leaking)
-    return [c for i, c in enumerate(candidates) if i not in leaking]
+        run.result.rejected[REJECT_HELD_OUT] += len(leaking)
+    return [record for i, (record, _) in enumerate(candidates) if i not in leaking]
 
 
-def _reworded(original: Record, question: str, config: AugmentConfig) -> Record:
+def _reworded(original: Record, question: str, run: _Run) -> Record:
     messages = [dict(m) for m in original["messages"]]
     user = max(i for i, m in enumerate(messages) if m["role"] == "user")
     messages[user]["content"] = question
-    record: Record = {"messages": messages, "source": original.get("source", "?")}
-    if "category" in original:
-        record["category"] = original["category"]
-    record["augmented_by"] = {
-        "endpoint": config.endpoint,
-        "model": config.model,
-        "prompt": PROMPT_VERSION if config.prompts is None else f"file:{config.prompts}",
-    }
+    record: Record = {k: v for k, v in original.items() if k not in ("messages", "augmented_by")}
+    record["messages"] = messages
+    record.setdefault("source", "?")
+    # A rewording of a generated question keeps the question's provenance beside its own.
+    record["augmented_by"] = run.provenance("paraphrase")
+    if "augmented_by" in original:
+        record["augmented_by"]["from"] = original["augmented_by"]
     return record
 
 
@@ -293,92 +539,3 @@ def _write(
         (staging / "report.json").write_text(
             json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-
-
-class _Client:
-    """Cached, concurrent, budgeted chat requests to one OpenAI-compatible endpoint."""
-
-    def __init__(self, config: AugmentConfig, result: AugmentResult) -> None:
-        from astra_tune.endpoints import openai_client
-
-        self.openai = openai_client(config.endpoint, config.api_key_env,
-                                    field="data.augment.api_key_env", retries=4)  # fmt: skip
-        self.config = config
-        self.result = result
-        self.cache_dir = astra_home() / "cache" / "augment"
-        self.lock = threading.Lock()
-
-    def map(self, prompts: list[str], on_done: Any) -> list[str | None]:
-        """Each prompt's reply, in order; None for prompts not sent once over budget."""
-        replies: list[str | None] = [None] * len(prompts)
-        pending: dict[Future[str | None], int] = {}
-        todo = iter(enumerate(prompts))
-        with ThreadPoolExecutor(self.config.concurrency) as pool:
-            while True:
-                while len(pending) < self.config.concurrency and not self._over_budget():
-                    item = next(todo, None)
-                    if item is None:
-                        break
-                    pending[pool.submit(self._reply, item[1])] = item[0]
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    replies[pending.pop(future)] = future.result()
-                    on_done()
-        self.result.stopped_by_budget = any(r is None for r in replies)
-        return replies
-
-    def _over_budget(self) -> bool:
-        limit = self.config.max_cost_tokens
-        with self.lock:
-            return limit is not None and self.result.tokens >= limit
-
-    def _reply(self, prompt: str) -> str:
-        identity = [PROMPT_VERSION, self.config.model, self.config.temperature,
-                    self.config.max_tokens, self.config.seed, prompt]  # fmt: skip
-        key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
-        path = self.cache_dir / key[:2] / f"{key}.json"
-        if path.is_file():
-            with self.lock:
-                self.result.cached += 1
-            return str(json.loads(path.read_text(encoding="utf-8"))["reply"])
-        reply, tokens = self._ask(prompt)
-        write_text(path, json.dumps({"model": self.config.model, "prompt": prompt,
-                                     "reply": reply, "tokens": tokens}))  # fmt: skip
-        with self.lock:
-            self.result.requests += 1
-            self.result.tokens += tokens
-        return reply
-
-    def _ask(self, prompt: str) -> tuple[str, int]:
-        import openai
-
-        where = f"{self.config.endpoint} (model {self.config.model})"
-        try:
-            response = self.openai.chat.completions.create(
-                model=self.config.model,
-                messages=[{"role": "user", "content": prompt}],
-                temperature=self.config.temperature,
-                max_tokens=self.config.max_tokens,
-                seed=self.config.seed,
-            )
-        except openai.APIConnectionError as exc:
-            raise DataError(
-                f"cannot reach the augmentation endpoint: {exc}",
-                where=where,
-                fix="start it (e.g. astra serve -m MODEL) or correct data.augment.endpoint",
-            ) from exc
-        except openai.NotFoundError as exc:
-            raise DataError(
-                f"the endpoint does not serve model {self.config.model!r}: {exc.message}",
-                where=where,
-                fix="pick a name from its /v1/models list",
-            ) from exc
-        except openai.APIStatusError as exc:
-            raise DataError(
-                f"the endpoint answered {exc.status_code}: {exc.message}", where=where
-            ) from exc
-        text = (response.choices[0].message.content or "") if response.choices else ""
-        tokens = response.usage.total_tokens if response.usage else 0
-        return text, tokens

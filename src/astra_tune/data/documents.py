@@ -64,6 +64,15 @@ def read_document(path: Path) -> Iterator[Row]:
         yield from _plain_text(path, text)
         return
     markdown = html_to_markdown(text) if suffix in (".html", ".htm") else text
+    yield from markdown_rows(markdown, label(path), line_mark=":")
+
+
+def markdown_rows(markdown: str, where: str, line_mark: str = "#L") -> Iterator[Row]:
+    """A Markdown document as chat rows (its FAQ sections) and at most one text row.
+
+    FAQ rows are located as `where` + `line_mark` + line (file.md:12, or URL#L12 for a
+    crawled page); the text row at line 1 of a file, or at the page's URL itself.
+    """
     sections = markdown_sections(markdown)
     rest: list[str] = []
     for section in sections:
@@ -73,7 +82,7 @@ def read_document(path: Path) -> Iterator[Row]:
             yield Row(
                 {"messages": [{"role": "user", "content": question},
                               {"role": "assistant", "content": body}]},
-                f"{label(path)}:{section.line}",
+                f"{where}{line_mark}{section.line}",
                 fixed_format="openai",
             )  # fmt: skip
         else:
@@ -81,7 +90,8 @@ def read_document(path: Path) -> Iterator[Row]:
             if (heading + body).strip():
                 rest.append(heading + body)
     if rest:
-        yield Row({"text": "\n\n".join(rest)}, f"{label(path)}:1", fixed_format="text")
+        whole = f"{where}:1" if line_mark == ":" else where
+        yield Row({"text": "\n\n".join(rest)}, whole, fixed_format="text")
 
 
 def markdown_sections(markdown: str) -> list[Section]:

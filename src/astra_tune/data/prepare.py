@@ -64,13 +64,15 @@ class _Pool:
 
     records: list[Record] = field(default_factory=list)
     assigned: list[str | None] = field(default_factory=list)
+    repeats: list[int] = field(default_factory=list)
     alive: list[bool] = field(default_factory=list)
     drops: Counter[str] = field(default_factory=Counter)
     drop_examples: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, record: Record, assigned: str | None) -> None:
+    def add(self, record: Record, assigned: str | None, repeat: int = 1) -> None:
         self.records.append(record)
         self.assigned.append(assigned)
+        self.repeats.append(repeat)
         self.alive.append(True)
 
     def drop(self, index: int, reason: str) -> None:
@@ -117,6 +119,9 @@ def prepare_data(
         )
     splits, stratify = _split(pool, living, config, seed)
     contamination = _decontaminate(pool, splits, config)
+    # Upsampling comes last: copies must neither count as duplicates nor be split apart.
+    repeated = sum(pool.repeats[i] - 1 for i in splits["train"])
+    splits["train"] = [i for i in splits["train"] for _ in range(pool.repeats[i])]
     if not splits["train"]:
         raise DataError(
             "no training records left after splitting",
@@ -138,6 +143,7 @@ def prepare_data(
             "clusters": clusters[:200],
         },
         "contamination": contamination,
+        "repeated": repeated,
         "split": {"stratify": stratify, "counts": {name: len(splits[name]) for name in SPLITS}},
         "tokens": _token_lengths(tokenizer, pool, splits),
         "languages": _languages(record_filter, pool, living),
@@ -162,7 +168,12 @@ def _read_all(
         before = len(pool.records)
         fmt = _read_source(source, config, pool, stats, lambda: progress.advance(task))
         count = len(pool.records) - before
-        per_source.append({"path": source.path, "format": fmt, "records": count})
+        entry: dict[str, Any] = {"path": source.path, "format": fmt, "records": count}
+        crawl = stats.crawls.get(source.path)
+        if crawl is not None:
+            entry["crawl"] = {"pages": crawl.pages, "fetched": crawl.fetched,
+                              "cached": crawl.cached, "skipped": crawl.skipped}  # fmt: skip
+        per_source.append(entry)
     progress.update(task, total=len(pool.records), completed=len(pool.records))
     if not pool.records:
         raise DataError(
@@ -270,7 +281,7 @@ def _read_source(
                 str(exc), where=row.location, fix=f"fix this {row_format} record"
             ) from exc
         record["source"] = row.location
-        pool.add(record, source.assign_to)
+        pool.add(record, source.assign_to, source.repeat)
         tick()
     return fmt or (forced if forced != "auto" else "documents")
 

@@ -59,7 +59,8 @@ stratified by <b>{report["split"]["stratify"]}</b>, {report["seconds"]} s.</p>
 <h2>Dropped</h2>
 <table><tr><th>reason</th><th>count</th><th>examples</th></tr>{drops}</table>
 <p>Contamination check (threshold {contamination["threshold"]}):
-{contamination["removed"]} val/test records removed.</p>
+{contamination["removed"]} val/test records removed.
+{report.get("repeated", 0)} training records are copies (sources with <code>repeat</code>).</p>
 <h2>Duplicate clusters</h2>
 <table><tr><th>kind</th><th>kept</th><th>dropped</th></tr>{clusters}</table>
 <h2>Languages (answers)</h2><p>{languages}</p>

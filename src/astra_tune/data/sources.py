@@ -12,7 +12,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,19 @@ from astra_tune.source_paths import (
     DOCUMENT_SUFFIXES,
     TABLE_SUFFIXES,
     looks_like_hub_id,
+    looks_like_url,
     source_path,
 )
 
 
 @dataclass
 class ReadStats:
-    """What reading saw besides rows: lines skipped as malformed, with the first few."""
+    """What reading saw besides rows: lines skipped as malformed, with the first few;
+    what each URL source's crawl fetched and skipped."""
 
     bad_lines: int = 0
     bad_examples: list[str] | None = None
+    crawls: dict[str, Any] = field(default_factory=dict)  # URL -> crawl.CrawlStats
 
     def skip(self, location: str, message: str) -> None:
         self.bad_lines += 1
@@ -88,6 +91,12 @@ def read_rows(source: SourceConfig, *, skip_bad_lines: bool, stats: ReadStats) -
                 where=str(path),
                 fix=f"use one of {known}, or a directory of documents",
             )
+        return
+    if looks_like_url(source.path):
+        from astra_tune.data.crawl import CrawlStats, crawl_rows
+
+        crawl = stats.crawls.setdefault(source.path, CrawlStats())
+        yield from crawl_rows(source.path, source.crawl, stats=crawl)
         return
     if looks_like_hub_id(source.path):
         yield from _hub_dataset(source)
@@ -245,12 +254,12 @@ def missing_sources(entries: Any, base_dir: Path | None = None) -> list[tuple[in
     """(index, path) of raw `data.sources` entries naming a local path that is not there.
 
     Relative paths are looked up next to the recipe (`base_dir`), as loading it does.
-    Bundled data (`builtin:`) and hub ids are not checked: they need no local file.
+    Bundled data (`builtin:`), hub ids and URLs are not checked: they need no local file.
     """
     missing = []
     for index, entry in enumerate(entries if isinstance(entries, list) else []):
         spec = entry.get("path") if isinstance(entry, dict) else entry
-        if not isinstance(spec, str) or spec.startswith(BUILTIN_PREFIX):
+        if not isinstance(spec, str) or spec.startswith(BUILTIN_PREFIX) or looks_like_url(spec):
             continue
         where = source_path(spec, base_dir)
         if not Path(where).expanduser().exists() and not looks_like_hub_id(spec, base_dir):

@@ -16,7 +16,7 @@ def available() -> list[str]:
 
 
 def builtin_sources(name: str, template: SourceConfig) -> list[SourceConfig]:
-    """The files of bundled dataset `name`: train.jsonl to split, test.jsonl pinned to test."""
+    """The files of bundled dataset `name`: every .jsonl to split, but test.jsonl pinned to test."""
     directory = SAMPLES_DIR / name
     if not (directory / "train.jsonl").is_file():
         raise DataError(
@@ -24,6 +24,12 @@ def builtin_sources(name: str, template: SourceConfig) -> list[SourceConfig]:
             fix=f"bundled datasets: {', '.join(f'builtin:{n}' for n in available())}",
         )
     sources = [template.model_copy(update={"path": str(directory / "train.jsonl")})]
+    extra = sorted(directory.glob("*.jsonl"))
+    sources += [
+        template.model_copy(update={"path": str(path)})
+        for path in extra
+        if path.name not in ("train.jsonl", "test.jsonl")
+    ]
     if (directory / "test.jsonl").is_file():
         sources.append(
             template.model_copy(update={"path": str(directory / "test.jsonl"), "assign_to": "test"})

@@ -18,7 +18,7 @@ import hashlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
@@ -60,9 +60,8 @@ class CrawlStats:
 
 
 def crawl_rows(
-    start: str, config: CrawlConfig, *, stats: CrawlStats | None = None,
-    on_page: Callable[[], None] | None = None,
-) -> Iterator[Row]:  # fmt: skip
+    start: str, config: CrawlConfig, *, stats: CrawlStats | None = None
+) -> Iterator[Row]:
     """The chat and text rows of every page the crawl reaches from `start`."""
     from astra_tune.data.documents import html_to_markdown, markdown_rows
 
@@ -70,8 +69,6 @@ def crawl_rows(
     with _Fetcher(config, stats) as fetcher:
         for page in _walk(start, config, fetcher, stats):
             stats.pages.append(page.final_url)
-            if on_page is not None:
-                on_page()
             yield from markdown_rows(html_to_markdown(page.body), page.final_url)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from astra_tune.data.doc_questions import (
+    ANSWER_PASSAGE_WORDS,
     REJECT_UNGROUNDED,
+    answer_passages,
     grounding_problem,
     parse_pairs,
     passages,
@@ -62,3 +64,17 @@ def test_a_pair_is_grounded_only_when_its_facts_are_in_the_passage() -> None:
         grounding_problem(passage, "What runs it?", "Run `astra-install --all`.")
         == REJECT_UNGROUNDED
     )
+
+
+def test_a_long_faq_answer_is_a_passage_under_its_question() -> None:
+    """An FAQ answer with several facts gets its own questions; a one-fact answer does not."""
+    answer = (
+        "By default the context window is 4096 tokens. Set `OLLAMA_CONTEXT_LENGTH` to change "
+        "it for the server, or use `/set parameter num_ctx 8192` inside `ollama run`. "
+        + " ".join(["More"] * ANSWER_PASSAGE_WORDS)
+    )
+    found = answer_passages("How can I specify the context window size?", answer, "faq.md:20")
+    assert [p.source for p in found] == ["faq.md:20"]
+    assert found[0].text.startswith("## How can I specify the context window size?\n\nBy")
+    assert "`OLLAMA_CONTEXT_LENGTH`" in found[0].text
+    assert answer_passages("What port?", "It listens on port 11434.", "faq.md:9") == []

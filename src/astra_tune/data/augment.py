@@ -277,14 +277,20 @@ def _awaits_answer(record: Record) -> bool:
 
 def _questions_from_docs(run: _Run, records: list[Record]) -> list[Record]:
     """Question/answer pairs grounded in the passages of the training text records."""
-    from astra_tune.data.doc_questions import REJECT_NO_PAIR, parse_pairs, passages
+    from astra_tune.data.doc_questions import (
+        REJECT_NO_PAIR,
+        answer_passages,
+        parse_pairs,
+        passages,
+    )
 
-    found = [
-        passage
-        for record in records
-        if "text" in record
-        for passage in passages(record["text"], str(record.get("source", "?")))
-    ]
+    found = []
+    for record in records:
+        source = str(record.get("source", "?"))
+        if "text" in record:
+            found += passages(record["text"], source)
+        elif (pair := _question_and_answer(record)) is not None:
+            found += answer_passages(*pair, source)
     template = run.prompts["questions"]
     n = run.config.questions_per_passage
     replies = run.ask("questions", [template.format(n=n, passage=p.text) for p in found])
@@ -411,6 +417,14 @@ def _read_prepared(prepared: Path) -> dict[str, list[Record]]:
         lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
         splits[name] = [json.loads(line) for line in lines if line.strip()]
     return splits
+
+
+def _question_and_answer(record: Record) -> tuple[str, str] | None:
+    """The question and answer of a one-question chat record that has its answer."""
+    turns = [m for m in record.get("messages", []) if m.get("role") != "system"]
+    if len(turns) == 2 and [m.get("role") for m in turns] == ["user", "assistant"]:
+        return str(turns[0].get("content", "")), str(turns[1].get("content", ""))
+    return None
 
 
 def _question(record: Record) -> str | None:

@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 
 PASSAGE_WORDS = 180  # long enough for a few facts, short enough that each gets asked
+# An FAQ answer this long states several facts, and its heading asks for them in one
+# phrasing only; shorter answers are one fact, which paraphrasing covers.
+ANSWER_PASSAGE_WORDS = 40
 REJECT_UNGROUNDED = "answer states a term the passage lacks"
 REJECT_NO_PAIR = "not a question/answer pair"
 # "Q: ...", "1. Question 1: ...", "**A:** ..." (markdown emphasis around the label).
@@ -57,6 +60,18 @@ def passages(text: str, source: str, max_words: int = PASSAGE_WORDS) -> list[Pas
         words += size
     flush()
     return out
+
+
+def answer_passages(question: str, answer: str, source: str) -> list[Passage]:
+    """A long FAQ answer as passages under its question (none for a short answer).
+
+    A docs folder made of FAQ pages has little text outside its question sections, yet each
+    answer there holds several facts (a default, a variable, a command); asking for them one
+    by one is what turns "set `OLLAMA_...`" into the right variable and value.
+    """
+    if len(answer.split()) < ANSWER_PASSAGE_WORDS:
+        return []
+    return passages(f"## {question.strip()}\n\n{answer.strip()}", source)
 
 
 def parse_pairs(reply: str) -> list[tuple[str, str]]:

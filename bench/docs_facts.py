@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="Optimizer steps per run.")
     parser.add_argument("--out", type=Path, default=Path("/tmp/docs-facts"))
     parser.add_argument("--paraphrase", type=int, default=3, help="Rewordings per heading.")
-    parser.add_argument("--questions", type=int, default=6, help="Pairs asked per passage.")
+    parser.add_argument("--questions", type=int, default=2, help="Questions asked per fact.")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +95,7 @@ def main() -> None:
     augment = {
         "model": "smollm2-135m-instruct",
         "questions_from_docs": True,
-        "questions_per_passage": args.questions,
+        "questions_per_fact": args.questions,
         "paraphrase": args.paraphrase,
         "concurrency": 2,
     }

@@ -231,8 +231,12 @@ class AugmentConfig(Section):
         description="Question/answer pairs grounded in each training text record (documents), "
         "the passage kept with them.",
     )
-    questions_per_passage: int = Field(
-        6, ge=1, le=30, description="Pairs asked for per passage (questions_from_docs)."
+    questions_per_fact: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="Questions asked for per fact of a passage, each its own draw "
+        "(questions_from_docs).",
     )
     negatives: bool = Field(
         False,

@@ -60,18 +60,13 @@ def test_an_unreachable_endpoint_says_where(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_paraphrases_through_astra_serve_keep_answers_and_are_cached(
-    tmp_path: Path, default_model_dir: Path
+    tmp_path: Path, default_gguf_file: Path
 ) -> None:
-    from transformers import AutoTokenizer
-
     from astra_tune.data.formats import prompt_text
     from astra_tune.data.split import contaminated
-    from astra_tune.export.convert import write_gguf
     from tests.serve.conftest import start_server, stop
 
-    gguf = tmp_path / "smol-f16.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
-    write_gguf(default_model_dir, gguf, "f16", tokenizer=tokenizer, metadata={"name": "smol"})
+    gguf = default_gguf_file
     prepared = tmp_path / "prepared"
     prep = run_astra("data", "prepare", "builtin:orrery", "-o", str(prepared))
     assert prep.exit_code == 0, prep.stderr
@@ -150,18 +145,13 @@ def test_paraphrases_through_astra_serve_keep_answers_and_are_cached(
 
 @pytest.mark.slow
 def test_answers_doc_questions_and_negatives_through_astra_serve(
-    tmp_path: Path, default_model_dir: Path
+    tmp_path: Path, default_gguf_file: Path
 ) -> None:
     """Teacher answers, grounded questions from a passage, wrong answers as `rejected`."""
-    from transformers import AutoTokenizer
-
-    from astra_tune.data.doc_questions import grounding_problem, passages
+    from astra_tune.data.doc_questions import facts_of, gives_away, passages
     from astra_tune.evaluate.facts import check_answer
-    from astra_tune.export.convert import write_gguf
 
-    gguf = tmp_path / "smol-f16.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
-    write_gguf(default_model_dir, gguf, "f16", tokenizer=tokenizer, metadata={"name": "smol"})
+    gguf = default_gguf_file
     system = {"role": "system", "content": "You are the Orrery Labs support assistant."}
     unanswered = ["What is a robot vacuum?", "How do I clean a window?", "What is Wi-Fi?"]
     answered = [
@@ -197,8 +187,10 @@ def test_answers_doc_questions_and_negatives_through_astra_serve(
     assert again.exit_code == 0, again.stderr
     assert f"requests 0 (cached {sent})" in again.stdout
     generated, accepted = report["generated"], report["accepted"]
-    # 3 answers, 1 passage, then a negative for every question: 4 + 3 answered + generated.
-    assert sent == 3 + 1 + 7 + accepted.get("questions", 0)
+    # 3 answers, 2 draws per fact of the page, then a negative for every question.
+    facts = [f.text for f in facts_of(passages(page, "catalogue.md:1")[0].text)]
+    assert len(facts) == 2  # the name and what it is; price, hours and city
+    assert sent == 3 + 2 * len(facts) + 7 + accepted.get("questions", 0)
     assert sum(generated.values()) == sum(accepted.values()) + sum(report["rejected"].values())
     # Every conversation now ends in an answer: the teacher's, or the original one.
     chats = [r for r in out if "messages" in r]
@@ -208,15 +200,20 @@ def test_answers_doc_questions_and_negatives_through_astra_serve(
     for record in teacher:  # (a negative may have made it a preference record since)
         answer = record["chosen"] if "chosen" in record else record["messages"][-1]["content"]
         assert answer.strip()
-    # Grounded pairs: every fact an answer states is on the page, which they keep.
+    # Grounded pairs: each answer is one fact of the page, which they keep; the question
+    # leaves that fact for the answer to state.
     questions = [r for r in out if "passage" in r]
     assert len(questions) == accepted.get("questions", 0)
-    assert generated["questions"] >= 1
+    assert generated["questions"] == 2 * len(facts)
     for record in questions:
         assert record["source"] == "catalogue.md:1"
         assert record["passage"] == passages(page, "catalogue.md:1")[0].text
-        user, answer = record["messages"][-2]["content"], record["messages"][-1]["content"]
-        assert grounding_problem(page, user, answer) is None
+        if "chosen" in record:  # a negative made it a preference record since
+            user, answer = record["prompt"][-1]["content"], record["chosen"]
+        else:
+            user, answer = record["messages"][-2]["content"], record["messages"][-1]["content"]
+        assert answer in facts
+        assert not gives_away(user, answer)
     # Negatives: preference records whose rejected answer gets a key fact wrong.
     preference = [r for r in out if "rejected" in r]
     assert len(preference) == accepted.get("negatives", 0) >= 1, report

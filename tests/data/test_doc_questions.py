@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from astra_tune.data.doc_questions import (
     ANSWER_PASSAGE_WORDS,
-    REJECT_UNGROUNDED,
     answer_passages,
-    grounding_problem,
-    parse_pairs,
+    common_words,
+    facts_of,
+    gives_away,
+    off_topic,
+    parse_question,
     passages,
 )
 
@@ -39,31 +43,50 @@ def test_passages_break_at_headings_and_at_the_word_limit() -> None:
     assert passages("# Empty\n\n## Also empty", "x") == []
 
 
-def test_pairs_are_read_from_labelled_lines() -> None:
-    reply = (
-        "1. Q: How much disk does the installer need?\n"
-        "A: It needs 2 GB of free disk.\n\n"
-        "**Question 2:** Where is the log written?\n"
-        "**Answer:** To /var/log/astra.log,\n"
-        "and nowhere else.\n"
-        "Q: A question with no answer?\n"
+def test_a_passage_is_cut_into_the_statements_that_hold_facts() -> None:
+    passage = (
+        "## How do I keep a model loaded?\n\n"
+        "By default models stay in memory for 5 minutes. This helps when you make many "
+        "requests to it. To unload one at once, use the `ollama stop` command:\n\n"
+        "```shell\nollama stop llama3.2\n```\n\n"
+        "<Note>\n\n"
+        "- `OLLAMA_KEEP_ALIVE` sets it for every model (e.g. 10m or 24h).\n"
+        "- a negative number keeps it loaded forever\n\n"
+        "</Note>"
     )
-    assert parse_pairs(reply) == [
-        ("How much disk does the installer need?", "It needs 2 GB of free disk."),
-        ("Where is the log written?", "To /var/log/astra.log, and nowhere else."),
-    ]
-    assert parse_pairs("Sure! Here are some questions about it.") == []
+    facts = facts_of(passage)
+    assert [f.text for f in facts] == [
+        "By default models stay in memory for 5 minutes.",
+        "To unload one at once, use the `ollama stop` command:\n\n"
+        "```shell\nollama stop llama3.2\n```",  # the command stays with its sentence
+        "`OLLAMA_KEEP_ALIVE` sets it for every model (e.g. 10m or 24h).",  # not cut at e.g.
+    ]  # the sentences without a number, name or term are no facts
+    assert {f.heading for f in facts} == {"How do I keep a model loaded?"}
+    # A passage that continues a section keeps the heading in force.
+    assert facts_of("It listens on port 11434.", "Networking")[0].heading == "Networking"
 
 
-def test_a_pair_is_grounded_only_when_its_facts_are_in_the_passage() -> None:
-    passage = passages(DOC, "x")[0].text
-    assert grounding_problem(passage, "How much disk is needed?", "2 GB of free disk.") is None
-    # An invented number, an invented name.
-    assert grounding_problem(passage, "How much disk?", "It needs 4 GB.") == REJECT_UNGROUNDED
-    assert (
-        grounding_problem(passage, "What runs it?", "Run `astra-install --all`.")
-        == REJECT_UNGROUNDED
-    )
+@pytest.mark.parametrize(
+    ("reply", "question"),
+    [
+        ("Question: What is the default K/V cache type?\n\nAnswer: f16", "What is the default "
+         "K/V cache type?"),
+        ('1. "How long do models stay loaded?"\n2. Why?', "How long do models stay loaded?"),
+        ("**Q:** Which port does it use?", "Which port does it use?"),
+        ('A user might ask: "Which port does it use?"', "Which port does it use?"),
+        ("Here is a user's question: Which port?", "Which port?"),
+        ("Answer: How do I update it?", "How do I update it?"),
+        ("Here is a question for you.", None),
+    ],
+)  # fmt: skip
+def test_the_question_is_read_from_a_reply(reply: str, question: str | None) -> None:
+    assert parse_question(reply) == question
+
+
+def test_a_question_that_states_the_answer_teaches_nothing() -> None:
+    fact = "By default, Ollama uses a context window size of 4096 tokens."
+    assert gives_away("Does Ollama use a context of 4096 tokens by default?", fact)
+    assert not gives_away("What is Ollama's default context window size?", fact)
 
 
 def test_a_long_faq_answer_is_a_passage_under_its_question() -> None:
@@ -78,3 +101,17 @@ def test_a_long_faq_answer_is_a_passage_under_its_question() -> None:
     assert found[0].text.startswith("## How can I specify the context window size?\n\nBy")
     assert "`OLLAMA_CONTEXT_LENGTH`" in found[0].text
     assert answer_passages("What port?", "It listens on port 11434.", "faq.md:9") == []
+
+
+def test_a_question_about_something_else_is_off_topic() -> None:
+    facts = facts_of(
+        "## Ollama\n\nOllama binds 127.0.0.1 port 11434 by default. Ollama keeps models in "
+        "memory for 5 minutes. Restart the Ollama application after a change of `OLLAMA_HOST`."
+    )
+    common = common_words(facts)
+    assert "ollama" in common  # in every fact: the topic of the folder, not of one fact
+    restart = facts[2].text
+    assert off_topic("How do I remove my email address from a website?", restart, common)
+    assert off_topic("What should I know about Ollama?", restart, common)  # only the brand
+    assert not off_topic("What must I do after changing OLLAMA_HOST?", restart, common)
+    assert not off_topic("Which port does the server bind?", facts[0].text, common)

@@ -217,8 +217,8 @@ def augment(
         "--questions-from-docs/--no-questions-from-docs",
         help=_augment_help("questions_from_docs"),
     ),
-    questions_per_passage: int | None = typer.Option(
-        None, "--questions-per-passage", help=_augment_help("questions_per_passage")
+    questions_per_fact: int | None = typer.Option(
+        None, "--questions-per-fact", help=_augment_help("questions_per_fact")
     ),
     negatives: bool | None = typer.Option(
         None, "--negatives/--no-negatives", help=_augment_help("negatives")
@@ -258,7 +258,7 @@ def augment(
     )
     flags = {"endpoint": endpoint, "model": model, "paraphrase": paraphrase, "answers": answers,
              "questions_from_docs": questions_from_docs, "negatives": negatives,
-             "questions_per_passage": questions_per_passage, "concurrency": concurrency,
+             "questions_per_fact": questions_per_fact, "concurrency": concurrency,
              "max_cost_tokens": max_cost_tokens, "api_key_env": api_key_env,
              "prompts": str(prompts) if prompts else None}  # fmt: skip
     values.update({k: v for k, v in flags.items() if v is not None})

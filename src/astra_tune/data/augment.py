@@ -28,6 +28,7 @@ from rich.console import Console
 
 from astra_tune.atomic import staged_dir
 from astra_tune.data.augment_client import AugmentClient, Usage
+from astra_tune.data.doc_questions import Fact, Passage
 from astra_tune.data.formats import Record
 from astra_tune.errors import ConfigError, DataError
 from astra_tune.recipe import AugmentConfig, DataConfig
@@ -36,7 +37,7 @@ SPLITS = ("train", "val", "test")
 # A prompt's version names its default template: change it when the template changes.
 PROMPT_VERSIONS = {
     "paraphrase": "paraphrase-v1",
-    "questions": "questions-v1",
+    "questions": "questions-v2",
     "negative": "negative-v1",
     "answer": "answer-v1",  # the conversation itself is sent: no template
 }
@@ -48,13 +49,8 @@ DEFAULT_PROMPTS = {
         "Question: {question}"
     ),
     "questions": (
-        "Below is a passage of documentation. Write {n} questions a user could ask that the "
-        "passage answers, each about a different fact in it, and answer each one. An answer "
-        "is one or two sentences that state the fact with the passage's own numbers, names "
-        "and terms, and adds nothing the passage does not say. Ask as a user would, without "
-        'mentioning "the passage".\n'
-        "Write each pair as two lines, Q: then A:, and nothing else.\n\n"
-        "Passage:\n{passage}"
+        "Section: {heading}\nFact: {fact}\n\n"
+        "Write one question a user would ask to learn this fact. Write only the question."
     ),
     "negative": (
         "Here is a question and its correct answer. Write one wrong answer that sounds just "
@@ -66,7 +62,7 @@ DEFAULT_PROMPTS = {
 # The placeholders each template must keep.
 PLACEHOLDERS = {
     "paraphrase": ("{question}", "{n}"),
-    "questions": ("{passage}", "{n}"),
+    "questions": ("{fact}",),
     "negative": ("{question}", "{answer}"),
 }
 
@@ -79,6 +75,8 @@ REJECT_NOT_ASKING = "not a question or request"
 REJECT_NEW_NUMBER = "adds a number the original lacks"
 REJECT_NO_ANSWER = "no answer came back"
 REJECT_EXTRA = "more than asked for"
+REJECT_GIVES_AWAY = "the question states the answer"
+REJECT_OFF_TOPIC = "the question is about something else"
 REJECT_RIGHT_ANSWER = "negative states the right answer"
 # A rewording asks: it ends with "?" or opens like a request ("Tell me ...").
 _REQUEST = re.compile(
@@ -276,69 +274,72 @@ def _awaits_answer(record: Record) -> bool:
 
 
 def _questions_from_docs(run: _Run, records: list[Record]) -> list[Record]:
-    """Question/answer pairs grounded in the passages of the training text records."""
+    """Questions for each fact of the training text records and long FAQ answers, the fact
+    itself as the answer (grounded by construction), `questions_per_fact` draws each."""
+    from astra_tune.data.augment_client import Draw
+    from astra_tune.data.dedup import exact_key
     from astra_tune.data.doc_questions import (
-        REJECT_NO_PAIR,
+        REJECT_NO_QUESTION,
         answer_passages,
-        parse_pairs,
+        common_words,
+        facts_of,
+        gives_away,
+        off_topic,
+        parse_question,
         passages,
     )
 
-    found = []
+    found: list[tuple[Passage, Fact]] = []
     for record in records:
         source = str(record.get("source", "?"))
         if "text" in record:
-            found += passages(record["text"], source)
-        elif (pair := _question_and_answer(record)) is not None:
-            found += answer_passages(*pair, source)
+            chunks = passages(record["text"], source)
+        elif _from_document(record) and (pair := _question_and_answer(record)) is not None:
+            chunks = answer_passages(*pair, source)
+        else:
+            continue
+        heading = ""
+        for passage in chunks:
+            facts = facts_of(passage.text, heading)
+            found += [(passage, fact) for fact in facts]
+            heading = facts[-1].heading if facts else heading
+    common = common_words([fact for _, fact in found])
     template = run.prompts["questions"]
-    n = run.config.questions_per_passage
-    replies = run.ask("questions", [template.format(n=n, passage=p.text) for p in found])
+    draws = run.config.questions_per_fact
+    asks = [Draw(template.format(heading=fact.heading, fact=fact.text), draw)
+            for _, fact in found for draw in range(draws)]  # fmt: skip
+    replies = run.ask("questions", asks)
     candidates: list[tuple[Record, str]] = []
-    for passage, reply in zip(found, replies, strict=True):
+    seen: set[bytes] = set()
+    for index, reply in enumerate(replies):
         if reply is None:
             continue
-        pairs = parse_pairs(reply)
-        if not pairs:
-            run.result.generated["questions"] += 1
-            run.result.rejected[REJECT_NO_PAIR] += 1
-            continue
-        grounded = _grounded(run, passage.text, pairs)
-        if len(grounded) > n:
-            run.result.rejected[REJECT_EXTRA] += len(grounded) - n
-        for question, answer in grounded[:n]:
-            messages = [{"role": "user", "content": question},
-                        {"role": "assistant", "content": answer}]  # fmt: skip
-            if run.data_config.system_prompt:
-                messages.insert(0, {"role": "system", "content": run.data_config.system_prompt})
-            record = {"messages": messages, "source": passage.source, "passage": passage.text,
-                      "augmented_by": run.provenance("questions")}  # fmt: skip
-            candidates.append((record, question))
-    kept = _drop_held_out(candidates, run)
-    run.result.accepted["questions"] += len(kept)
-    return kept
-
-
-def _grounded(run: _Run, passage: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    from astra_tune.data.dedup import exact_key
-    from astra_tune.data.doc_questions import grounding_problem
-
-    seen: set[bytes] = set()
-    kept = []
-    for question, answer in pairs:
+        passage, fact = found[index // draws]
         run.result.generated["questions"] += 1
+        question = parse_question(reply)
         problem = None
-        if not _asks(question):
-            problem = REJECT_NOT_ASKING
+        if question is None or not _asks(question):
+            problem = REJECT_NO_QUESTION
+        elif gives_away(question, fact.text):
+            problem = REJECT_GIVES_AWAY
+        elif off_topic(question, fact.text, common):
+            problem = REJECT_OFF_TOPIC
         elif exact_key(question) in seen:
             problem = REJECT_DUPLICATE
-        else:
-            problem = grounding_problem(passage, question, answer)
         if problem is not None:
             run.result.rejected[problem] += 1
             continue
+        assert question is not None
         seen.add(exact_key(question))
-        kept.append((question, answer))
+        messages = [{"role": "user", "content": question},
+                    {"role": "assistant", "content": fact.text}]  # fmt: skip
+        if run.data_config.system_prompt:
+            messages.insert(0, {"role": "system", "content": run.data_config.system_prompt})
+        record = {"messages": messages, "source": passage.source, "passage": passage.text,
+                  "augmented_by": run.provenance("questions")}  # fmt: skip
+        candidates.append((record, question))
+    kept = _drop_held_out(candidates, run)
+    run.result.accepted["questions"] += len(kept)
     return kept
 
 
@@ -417,6 +418,19 @@ def _read_prepared(prepared: Path) -> dict[str, list[Record]]:
         lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
         splits[name] = [json.loads(line) for line in lines if line.strip()]
     return splits
+
+
+def _from_document(record: Record) -> bool:
+    """True for an FAQ record read from a document or a crawled page (not generated, and
+    not a dataset row, whose long answers are no documentation)."""
+    from astra_tune.data.rows import DOCUMENT_SUFFIXES
+
+    if record.get("augmented_by"):
+        return False
+    location = re.sub(r"(?::\d+|#L\d+)$", "", str(record.get("source", "")))
+    return location.startswith(("http://", "https://")) or location.lower().endswith(
+        tuple(DOCUMENT_SUFFIXES)
+    )
 
 
 def _question_and_answer(record: Record) -> tuple[str, str] | None:

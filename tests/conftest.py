@@ -60,6 +60,22 @@ def default_model_dir(astra_env: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_gguf_file(tmp_path_factory: pytest.TempPathFactory, default_model_dir: Path) -> Path:
+    """The embedded default model as an f16 GGUF, written once per session."""
+    from transformers import AutoTokenizer
+
+    from astra_tune.export.convert import write_gguf
+
+    return write_gguf(
+        default_model_dir,
+        tmp_path_factory.mktemp("default-gguf") / "smol-f16.gguf",
+        "f16",
+        tokenizer=AutoTokenizer.from_pretrained(default_model_dir),
+        metadata={"name": "smol"},
+    ).path
+
+
+@pytest.fixture(scope="session")
 def orrery_run(tmp_path_factory: pytest.TempPathFactory, default_model_dir: Path) -> Any:
     """The default model LoRA-tuned on the bundled orrery sample (about 8 minutes on 2 cores).
 

@@ -52,7 +52,7 @@ def test_async_client(server: Server) -> None:
 
 
 def test_client_retries_a_full_queue(tiny_gguf_file: Path) -> None:
-    server = start_server(tiny_gguf_file, "--max-queue", "1")
+    server = start_server(tiny_gguf_file, "--parallel", "1", "--max-queue", "1")
     try:
         statuses: list[int] = []
 

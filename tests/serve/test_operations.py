@@ -34,7 +34,7 @@ def test_api_keys(tiny_gguf_file: Path) -> None:
 
 
 def test_full_queue_answers_429_with_retry_after(tiny_gguf_file: Path) -> None:
-    server = start_server(tiny_gguf_file, "--max-queue", "1")
+    server = start_server(tiny_gguf_file, "--parallel", "1", "--max-queue", "1")
     statuses: list[int] = []
     retry_after: list[str | None] = []
 
@@ -57,6 +57,36 @@ def test_full_queue_answers_429_with_retry_after(tiny_gguf_file: Path) -> None:
         assert all(r == "1" for s, r in zip(statuses, retry_after, strict=True) if s == 429)
         samples = server.metrics()
         assert samples["astra:requests_total{route=/v1/chat/completions,status=429}"] >= 1
+    finally:
+        stop(server)
+
+
+def test_slots_and_queue_together_bound_what_is_accepted(tiny_gguf_file: Path) -> None:
+    """With 3 slots and 1 queue place, 4 requests are taken at once and the rest refused."""
+    server = start_server(tiny_gguf_file, "--parallel", "3", "--max-queue", "1")
+    statuses: list[int] = []
+    start = threading.Barrier(8)
+
+    def ask() -> None:
+        body = {**CHAT, "max_tokens": 2000, "temperature": 1.0, "stop": []}
+        start.wait()
+        response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=300)
+        statuses.append(response.status_code)
+
+    try:
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses.count(200) >= 4  # 3 generating together and 1 waiting
+        assert 429 in statuses
+        samples = server.metrics()
+        assert samples[f"astra:slots_total{{model={MODEL},version=file}}"] == 3
+        # At least one step decoded more than one sequence at once.
+        batched = samples["astra:batch_generating_sequences_count{}"]
+        single = samples["astra:batch_generating_sequences_bucket{le=1.0}"]
+        assert batched > single
     finally:
         stop(server)
 

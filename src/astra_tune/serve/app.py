@@ -59,18 +59,22 @@ def check_port(host: str, port: int) -> None:
 def build_server(settings: ServeSettings, registry: Registry | None = None) -> ServerState:
     """Everything `astra serve` runs, from its settings: catalog, engine pool, metrics."""
     registry = registry if registry is not None else Registry()
+    metrics = ServerMetrics()
     pool = EnginePool(
         max_loaded=settings.max_loaded,
         keep_alive=settings.keep_alive,
         n_ctx=settings.n_ctx,
         n_threads=settings.n_threads,
         max_queue=settings.max_queue,
+        parallel=settings.parallel,
+        batch_tokens=settings.batch_tokens,
+        on_step=metrics.observe_step,
     )
     return ServerState(
         settings=settings,
         catalog=build_catalog(settings.models, registry, settings.upstreams),
         pool=pool,
-        metrics=ServerMetrics(),
+        metrics=metrics,
         registry=registry,
         key_hashes=settings.key_hashes(),
     )

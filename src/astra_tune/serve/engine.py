@@ -1,9 +1,10 @@
-"""llama.cpp engines: one worker thread and a bounded queue per loaded model, in an LRU pool.
+"""llama.cpp engines: a continuous-batching scheduler per loaded model, in an LRU pool.
 
-llama.cpp contexts are not thread-safe and decode one sequence at a time here, so each
-loaded model has exactly one worker; requests wait in a bounded queue and the server
-answers 429 when it is full, instead of piling up latency. Tokens travel to the asyncio
-side through `loop.call_soon_threadsafe`; a cancelled request stops between two tokens.
+Each loaded model has one scheduler thread (serve/scheduler.py) that decodes up to
+`parallel` sequences in one batch per step; requests beyond that wait in a bounded queue,
+and the server answers 429 when slots and queue are all taken, instead of piling up
+latency. Tokens travel to the asyncio side through `loop.call_soon_threadsafe`; a cancelled
+request stops at the next step.
 """
 
 from __future__ import annotations
@@ -11,25 +12,57 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from astra_tune.errors import AstraError, ModelError
+from astra_tune.errors import AstraError
 from astra_tune.ollama.gotemplate import TemplateError
 from astra_tune.ollama.render import GoChatTemplate
 from astra_tune.progress import quiet_llama_logs
 from astra_tune.serve.catalog import ServedModel
+from astra_tune.serve.native import NativeModel
 from astra_tune.serve.sampling import Sampling
+from astra_tune.serve.scheduler import EngineError, Finished, Job, Scheduler, StepStats
+
+__all__ = ["EngineError", "EnginePool", "Finished", "LlamaEngine", "Ticket", "submit_job"]
 
 log = logging.getLogger(__name__)
+
+# `--parallel auto`: the KV cache of all sequences may take this share of the memory free
+# when the model loads; more than 16 sequences buys a CPU nothing.
+AUTO_MEMORY_SHARE = 0.25
+AUTO_MAX_PARALLEL = 16
+
+
+def kv_bytes_per_token(gguf: Path) -> int:
+    """Bytes of f16 K and V cache one token costs this model, from its GGUF header."""
+    from astra_tune.models.gguf_meta import read_metadata
+
+    meta = read_metadata(gguf)
+    arch = meta.get("general.architecture")
+    layers = int(meta[f"{arch}.block_count"])
+    heads = int(meta[f"{arch}.attention.head_count"])
+    kv_heads = int(meta.get(f"{arch}.attention.head_count_kv") or heads)
+    head_dim = int(meta[f"{arch}.embedding_length"]) // heads
+    key = int(meta.get(f"{arch}.attention.key_length") or head_dim)
+    value = int(meta.get(f"{arch}.attention.value_length") or head_dim)
+    return layers * kv_heads * (key + value) * 2
+
+
+def auto_parallel(gguf: Path, n_ctx: int) -> int:
+    """How many sequences of `n_ctx` tokens fit their KV cache in the memory budget."""
+    import psutil
+
+    budget = psutil.virtual_memory().available * AUTO_MEMORY_SHARE
+    return max(1, min(AUTO_MAX_PARALLEL, int(budget // (kv_bytes_per_token(gguf) * n_ctx))))
 
 
 class QueueFullError(AstraError):
@@ -52,73 +85,53 @@ class ConversationRefusedError(AstraError):
     """The model's chat template refuses the conversation (e.g. roles out of order)."""
 
 
-class EngineError(AstraError):
-    """llama.cpp failed on a request that passed every check: a bug to report, not a
-    reason to drop the connection. The traceback is logged by the worker."""
-
-
 @dataclass
-class Finished:
-    """The end of one generation: why it stopped and what it cost."""
+class Ticket:
+    """A submitted job and the asyncio queue its events arrive on."""
 
-    finish_reason: str  # "stop" | "length" | "cancelled"
-    prompt_tokens: int
-    completion_tokens: int
-    started: float  # time.perf_counter() when the request was queued
-    first_token: float | None
-    ended: float
-    load_seconds: float
-
-
-@dataclass
-class Job:
-    """One queued generation and the channel its tokens come back on."""
-
-    prompt: list[int]
-    sampling: Sampling
-    loop: asyncio.AbstractEventLoop
+    job: Job
     events: asyncio.Queue[tuple[str, Any]]
-    cancel: threading.Event = field(default_factory=threading.Event)
-    queued_at: float = field(default_factory=time.perf_counter)
-    # Called on the worker thread when the job ends, however it ends (the client may be
-    # gone by then, so the async side cannot be the one to count it).
-    on_done: Callable[[Finished], None] | None = None
 
 
 class LlamaEngine:
     """One loaded GGUF (plus optional LoRA adapter) with its worker thread."""
 
-    def __init__(self, model: ServedModel, *, n_ctx: int, n_threads: int | None, max_queue: int):
-        from llama_cpp import Llama
-
+    def __init__(
+        self,
+        model: ServedModel,
+        *,
+        n_ctx: int,
+        n_threads: int | None,
+        max_queue: int,
+        parallel: int = 1,
+        batch_tokens: int = 512,
+        on_step: Callable[[StepStats], None] | None = None,
+    ):
         from astra_tune.models.gguf_meta import check_adapter_file
 
         started = time.perf_counter()
         if model.adapter is not None:
             check_adapter_file(model.adapter, model.gguf)
-        try:
-            with quiet_llama_logs():
-                self.llm = Llama(
-                    model_path=str(model.gguf),
-                    lora_path=str(model.adapter) if model.adapter else None,
-                    n_ctx=n_ctx,
-                    n_threads=n_threads or os.cpu_count() or 1,
-                    verbose=False,
-                )
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"llama.cpp cannot load {model.gguf.name}: {exc}") from exc
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self.native = NativeModel(
+            model.gguf,
+            model.adapter,
+            n_ctx=n_ctx,
+            n_seq=parallel,
+            n_batch=batch_tokens,
+            n_threads=self.n_threads,
+        )
         self.model = model
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.parallel = parallel
         self._embedder: Any = None
         self._embed_lock = threading.Lock()
         self.load_seconds = time.perf_counter() - started
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
-        # One running plus `max_queue` waiting: counted by slots, not by the queue's own
-        # size, so a burst that arrives before the worker wakes is not refused early.
+        # `parallel` generating plus `max_queue` waiting: counted by permits, not by the
+        # queue's own size, so a burst that arrives before the scheduler wakes is not
+        # refused early.
         self.max_queue = max_queue
-        self._slots = threading.BoundedSemaphore(max_queue + 1)
-        self.running = 0
+        self._permits = threading.BoundedSemaphore(max_queue + parallel)
         self.last_used = time.monotonic()
         self._template = (
             ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
@@ -128,8 +141,12 @@ class LlamaEngine:
             else None
         )
         self._go_template = GoChatTemplate(model.go_template) if model.go_template else None
-        self._worker = threading.Thread(target=self._work, name=f"engine-{model.name}", daemon=True)
-        self._worker.start()
+        self.scheduler = Scheduler(
+            self.native,
+            load_seconds=self.load_seconds,
+            on_step=on_step,
+            name=f"engine-{model.name}",
+        )
 
     # -- prompts --------------------------------------------------------------------------
 
@@ -161,7 +178,7 @@ class LlamaEngine:
         )
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        return self.native.tokenize(text, add_bos=add_bos)
 
     def check_fits(self, prompt: list[int], max_tokens: int | None) -> None:
         if not prompt:
@@ -177,7 +194,7 @@ class LlamaEngine:
 
     def check_bias(self, bias: dict[int, float]) -> None:
         """Refuse token ids past the vocabulary (llama.cpp would index past its logits)."""
-        size = self.llm.n_vocab()
+        size = self.native.vocab_size
         outside = sorted(t for t in bias if t >= size)
         if outside:
             raise UnknownTokenError(
@@ -213,105 +230,33 @@ class LlamaEngine:
     # -- generation ------------------------------------------------------------------------
 
     def submit(self, job: Job) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._permits.acquire(blocking=False):
             raise QueueFullError(
-                f"{self.model.name} has {self.max_queue} requests waiting",
+                f"{self.model.name} has {self.parallel} requests generating and "
+                f"{self.max_queue} waiting",
                 fix="retry after a moment",
             )
-        self.jobs.put_nowait(job)
+
+        def release() -> None:
+            self._permits.release()
+            self.last_used = time.monotonic()
+
+        job.on_release = release
+        self.scheduler.submit(job)
+
+    @property
+    def running(self) -> int:
+        return self.scheduler.running
 
     @property
     def waiting(self) -> int:
-        return self.jobs.qsize()
+        return self.scheduler.waiting
 
     def close(self) -> None:
-        self.jobs.put(None)
-        self._worker.join(timeout=30)
-        self.llm.close()
+        self.scheduler.close()
+        self.native.close()
         if self._embedder is not None:
             self._embedder.close()
-
-    def _work(self) -> None:
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            self.running = 1
-            try:
-                self._generate(job)
-            except AstraError as exc:  # the client gets the error; the worker keeps serving
-                job.loop.call_soon_threadsafe(job.events.put_nowait, ("error", exc))
-            except Exception as exc:
-                log.exception("llama.cpp failed on a request to %s", self.model.name)
-                error = EngineError(f"the engine failed on this request: {exc!r}")
-                job.loop.call_soon_threadsafe(job.events.put_nowait, ("error", error))
-            finally:
-                self.running = 0
-                self.last_used = time.monotonic()
-                self._slots.release()
-
-    def _generate(self, job: Job) -> None:
-        if job.cancel.is_set():
-            job.loop.call_soon_threadsafe(
-                job.events.put_nowait, ("done", self._finished(job, "cancelled", 0, None))
-            )
-            return
-        sampling = job.sampling
-        grammar = None
-        if sampling.json_mode:
-            from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
-            grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        room = self.n_ctx - len(job.prompt)
-        max_tokens = min(sampling.max_tokens or room, room)
-        stream = self.llm.create_completion(
-            prompt=job.prompt,
-            max_tokens=max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
-            seed=sampling.seed,
-            stop=sampling.stop or None,
-            grammar=grammar,
-            logit_bias=sampling.logit_bias or None,
-            stream=True,
-        )
-        count = 0
-        first: float | None = None
-        reason = "length"
-        for chunk in stream:
-            choice = chunk["choices"][0]  # type: ignore[index]
-            text = choice.get("text") or ""
-            if text:
-                count += 1
-                if first is None:
-                    first = time.perf_counter()
-                job.loop.call_soon_threadsafe(job.events.put_nowait, ("token", text))
-            if choice.get("finish_reason"):
-                reason = choice["finish_reason"]
-            if job.cancel.is_set():
-                reason = "cancelled"
-                stream.close()  # type: ignore[union-attr]
-                break
-        self._finish(job, self._finished(job, reason, count, first))
-
-    def _finish(self, job: Job, done: Finished) -> None:
-        if job.on_done is not None:
-            job.on_done(done)
-        job.loop.call_soon_threadsafe(job.events.put_nowait, ("done", done))
-
-    def _finished(self, job: Job, reason: str, count: int, first: float | None) -> Finished:
-        return Finished(
-            finish_reason=reason,
-            prompt_tokens=len(job.prompt),
-            completion_tokens=count,
-            started=job.queued_at,
-            first_token=first,
-            ended=time.perf_counter(),
-            load_seconds=self.load_seconds,
-        )
 
 
 class EnginePool:
@@ -325,8 +270,14 @@ class EnginePool:
         n_ctx: int,
         n_threads: int | None,
         max_queue: int,
+        parallel: int | str = 1,
+        batch_tokens: int = 512,
+        on_step: Callable[[StepStats], None] | None = None,
     ) -> None:
         self.max_loaded = max_loaded
+        self.parallel = parallel
+        self.batch_tokens = batch_tokens
+        self.on_step = on_step
         self.keep_alive = keep_alive
         self.n_ctx = n_ctx
         self.n_threads = n_threads
@@ -342,8 +293,19 @@ class EnginePool:
                 self._make_room()
                 # A Modelfile's PARAMETER num_ctx sizes that model's context, as in Ollama.
                 n_ctx = int(model.params.get("num_ctx") or self.n_ctx)
+                parallel = (
+                    auto_parallel(model.gguf, n_ctx)
+                    if self.parallel == "auto"
+                    else int(self.parallel)
+                )
                 engine = LlamaEngine(
-                    model, n_ctx=n_ctx, n_threads=self.n_threads, max_queue=self.max_queue
+                    model,
+                    n_ctx=n_ctx,
+                    n_threads=self.n_threads,
+                    max_queue=self.max_queue,
+                    parallel=parallel,
+                    batch_tokens=self.batch_tokens,
+                    on_step=self.on_step,
                 )
                 self.engines[model.name] = engine
             self.engines.move_to_end(model.name)
@@ -386,16 +348,16 @@ def submit_job(
     prompt: list[int],
     sampling: Sampling,
     on_done: Callable[[Finished], None] | None = None,
-) -> Job:
+) -> Ticket:
     """Queue a generation now (QueueFullError and PromptTooLongError are raised here)."""
     engine.check_fits(prompt, sampling.max_tokens)
     engine.check_bias(sampling.logit_bias)
-    job = Job(
-        prompt=prompt,
-        sampling=sampling,
-        loop=asyncio.get_running_loop(),
-        events=asyncio.Queue(),
-        on_done=on_done,
-    )
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def emit(kind: str, value: object) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+
+    job = Job(prompt=prompt, sampling=sampling, emit=emit, on_done=on_done)
     engine.submit(job)
-    return job
+    return Ticket(job, events)

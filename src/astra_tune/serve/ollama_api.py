@@ -254,7 +254,8 @@ def _tail(done: Finished) -> dict[str, Any]:
         "done_reason": "length" if done.finish_reason == "length" else "stop",
         "total_duration": _ns(done.ended - done.started),
         "load_duration": 0,
-        "prompt_eval_count": done.prompt_tokens,
+        # As in Ollama: the prompt tokens evaluated, not those reused from the cache.
+        "prompt_eval_count": done.prompt_tokens - done.cached_tokens,
         "prompt_eval_duration": _ns(first - done.started),
         "eval_count": done.completion_tokens,
         "eval_duration": _ns(done.ended - first),

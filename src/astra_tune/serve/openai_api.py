@@ -40,6 +40,7 @@ from astra_tune.serve.wire import (
     ModelList,
     OpenAIError,
     OpenAIErrorDetail,
+    PromptTokensDetails,
     SamplingFields,
     Usage,
 )
@@ -64,10 +65,7 @@ async def models(request: Request) -> ModelList:
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     state = get_state(request)
     model = state.catalog.get(body.model)
-    chat = [
-        {"role": _ROLES.get(m.role, m.role), "content": m.text()}
-        for m in body.messages
-    ]
+    chat = [{"role": _ROLES.get(m.role, m.role), "content": m.text()} for m in body.messages]
     if model.system and not any(m["role"] == "system" for m in chat):
         chat.insert(0, {"role": "system", "content": model.system})
     json_mode = body.response_format is not None and body.response_format.type == "json_object"
@@ -247,6 +245,7 @@ def _usage(done: Finished) -> Usage:
         prompt_tokens=done.prompt_tokens,
         completion_tokens=done.completion_tokens,
         total_tokens=done.prompt_tokens + done.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=done.cached_tokens),
     )
 
 

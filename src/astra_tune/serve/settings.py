@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -47,6 +47,17 @@ class ServeSettings(BaseModel):
     )
     metrics_public: bool = Field(True, description="Serve /metrics without an API key.")
     max_queue: int = Field(8, ge=1, description="Requests waiting per model before 429.")
+    parallel: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = Field(
+        4,
+        description="Sequences each model decodes together (continuous batching), each with "
+        "n_ctx tokens of KV cache; auto: as many (up to 16) as fit a quarter of free memory.",
+    )
+    batch_tokens: int = Field(
+        512,
+        ge=16,
+        description="Most tokens one decode step takes: running sequences' next tokens first, "
+        "then prompt chunks.",
+    )
     max_loaded: int = Field(2, ge=1, description="Models kept loaded at once (LRU).")
     keep_alive: float = Field(300.0, ge=0, description="Seconds an idle model stays loaded.")
     n_ctx: int = Field(4096, ge=64, description="Context length per loaded model.")

@@ -100,13 +100,13 @@ class ServerState:
     def _local(
         self, model: ServedModel, engine: LlamaEngine, prompt: list[int], sampling: Sampling
     ) -> Events:
-        job = submit_job(engine, prompt, sampling, self._counter(model))
+        ticket = submit_job(engine, prompt, sampling, self._counter(model))
         self.inflight += 1
 
         async def events() -> Events:
             try:
                 while True:
-                    kind, value = await job.events.get()
+                    kind, value = await ticket.events.get()
                     if kind == "error":
                         raise value
                     yield kind, value
@@ -115,7 +115,7 @@ class ServerState:
             finally:
                 # Reached on completion and also when the client goes away mid-stream: the
                 # response closes this generator, and the worker stops at the next token.
-                job.cancel.set()
+                ticket.job.cancel.set()
                 self.inflight -= 1
 
         return events()

@@ -51,6 +51,8 @@ def _no_lone_surrogates(text: str) -> str:
 
 Text = Annotated[StrictStr, AfterValidator(_no_lone_surrogates)]
 NonEmptyText = Annotated[StrictStr, Field(min_length=1), AfterValidator(_no_lone_surrogates)]
+
+
 def _finite(value: Any) -> Any:
     # Python's JSON reader accepts NaN and Infinity; checked first so the message says so.
     if isinstance(value, float) and not math.isfinite(value):
@@ -90,7 +92,7 @@ class ContentPart(Wire):
         if self.type != "text":
             raise ValueError(
                 f"content parts of type {self.type!r} are not supported: the served models "
-                "read text only; send {\"type\": \"text\", \"text\": ...} parts"
+                'read text only; send {"type": "text", "text": ...} parts'
             )
         if self.text is None:
             raise ValueError("a text part needs 'text'")
@@ -205,10 +207,15 @@ class EmbeddingRequest(Wire):
 # -- OpenAI: responses ---------------------------------------------------------------------
 
 
+class PromptTokensDetails(Body):
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache, not evaluated again
+
+
 class Usage(Body):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class AssistantMessage(Body):

@@ -35,20 +35,20 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", tokenizer=smollm2_tokenizer)
 
 
-@pytest.fixture(scope="session")
-def tiny_gguf_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """The tiny llama as an f16 GGUF (SmolLM2's tokenizer and chat template)."""
+def f16_gguf(model_dir: Path, out: Path, name: str) -> Path:
+    """`model_dir` written as an f16 GGUF with its own tokenizer and chat template."""
     from transformers import AutoTokenizer
 
     from astra_tune.export.convert import write_gguf
 
-    return write_gguf(
-        tiny_model_dir,
-        tmp_path_factory.mktemp("serve") / "tiny-f16.gguf",
-        "f16",
-        tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir),
-        metadata={"name": "tiny"},
-    ).path
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return write_gguf(model_dir, out, "f16", tokenizer=tokenizer, metadata={"name": name}).path
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny llama as an f16 GGUF (SmolLM2's tokenizer and chat template)."""
+    return f16_gguf(tiny_model_dir, tmp_path_factory.mktemp("serve") / "tiny-f16.gguf", "tiny")
 
 
 @pytest.fixture(scope="session")
@@ -62,17 +62,8 @@ def default_model_dir(astra_env: Path) -> Path:
 @pytest.fixture(scope="session")
 def default_gguf_file(tmp_path_factory: pytest.TempPathFactory, default_model_dir: Path) -> Path:
     """The embedded default model as an f16 GGUF, written once per session."""
-    from transformers import AutoTokenizer
-
-    from astra_tune.export.convert import write_gguf
-
-    return write_gguf(
-        default_model_dir,
-        tmp_path_factory.mktemp("default-gguf") / "smol-f16.gguf",
-        "f16",
-        tokenizer=AutoTokenizer.from_pretrained(default_model_dir),
-        metadata={"name": "smol"},
-    ).path
+    out = tmp_path_factory.mktemp("default-gguf") / "smol-f16.gguf"
+    return f16_gguf(default_model_dir, out, "smol")
 
 
 @pytest.fixture(scope="session")

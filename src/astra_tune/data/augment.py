@@ -294,8 +294,8 @@ def _questions_from_docs(run: _Run, records: list[Record]) -> list[Record]:
         source = str(record.get("source", "?"))
         if "text" in record:
             chunks = passages(record["text"], source)
-        elif _from_document(record) and (pair := _question_and_answer(record)) is not None:
-            chunks = answer_passages(*pair, source)
+        elif _from_document(record) and (question := _question(record)) is not None:
+            chunks = answer_passages(question, str(record["messages"][-1]["content"]), source)
         else:
             continue
         heading = ""
@@ -431,14 +431,6 @@ def _from_document(record: Record) -> bool:
     return location.startswith(("http://", "https://")) or location.lower().endswith(
         tuple(DOCUMENT_SUFFIXES)
     )
-
-
-def _question_and_answer(record: Record) -> tuple[str, str] | None:
-    """The question and answer of a one-question chat record that has its answer."""
-    turns = [m for m in record.get("messages", []) if m.get("role") != "system"]
-    if len(turns) == 2 and [m.get("role") for m in turns] == ["user", "assistant"]:
-        return str(turns[0].get("content", "")), str(turns[1].get("content", ""))
-    return None
 
 
 def _question(record: Record) -> str | None:

@@ -10,7 +10,6 @@ request stops at the next step.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import threading
 import time
@@ -33,8 +32,6 @@ from astra_tune.serve.sampling import Sampling
 from astra_tune.serve.scheduler import EngineError, Finished, Job, Scheduler, StepStats
 
 __all__ = ["EngineError", "EnginePool", "Finished", "LlamaEngine", "Ticket", "submit_job"]
-
-log = logging.getLogger(__name__)
 
 # `--parallel auto`: the KV cache of all sequences may take this share of the memory free
 # when the model loads; more than 16 sequences buys a CPU nothing.
@@ -94,7 +91,7 @@ class Ticket:
 
 
 class LlamaEngine:
-    """One loaded GGUF (plus optional LoRA adapter) with its worker thread."""
+    """One loaded GGUF (plus optional LoRA adapter) with its scheduler thread."""
 
     def __init__(
         self,

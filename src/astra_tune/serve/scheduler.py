@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from astra_tune.errors import AstraError
 from astra_tune.serve.native import NativeModel, Sampler
+from astra_tune.serve.sampling import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Job:
     """
 
     prompt: list[int]
-    sampling: object  # serve.sampling.Sampling (kept loose: the scheduler reads fields)
+    sampling: Sampling
     emit: Callable[[str, object], None]
     cancel: threading.Event = field(default_factory=threading.Event)
     queued_at: float = field(default_factory=time.perf_counter)
@@ -80,8 +81,7 @@ class StepStats:
     """What one decode step held (for metrics)."""
 
     rows: int
-    generating: int
-    prompt_rows: int
+    generating: int  # sequences that sampled their next token (the rest: prompts)
 
 
 class Slot:
@@ -143,13 +143,17 @@ class Scheduler:
         self.on_step = on_step
         self.slots = [Slot(i) for i in range(native.n_seq)]
         self.pending: queue.Queue[Job | None] = queue.Queue()
-        self.running = 0
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> None:
         self.pending.put_nowait(job)
+
+    @property
+    def running(self) -> int:
+        """Slots serving a request now."""
+        return sum(slot.busy for slot in self.slots)
 
     @property
     def waiting(self) -> int:
@@ -202,17 +206,16 @@ class Scheduler:
         slot.todo = job.prompt[reuse:]
         slot.reused = reuse
         slot.job = job
-        slot.sampler = self.native.sampler(job.sampling)  # type: ignore[arg-type]
+        slot.sampler = self.native.sampler(job.sampling)
         slot.next_token = None
         slot.generated = []
         slot.first_token = None
         slot.assigned_at = time.perf_counter()
         room = self.native.n_ctx - len(job.prompt)
-        asked = job.sampling.max_tokens  # type: ignore[attr-defined]
+        asked = job.sampling.max_tokens
         slot.max_tokens = min(asked or room, room)
         slot.held = ""
         slot.decoder.reset()
-        self.running += 1
 
     def _step(self) -> None:
         native = self.native
@@ -245,7 +248,7 @@ class Scheduler:
             return
         native.decode()
         if self.on_step is not None:
-            self.on_step(StepStats(native.rows, generating, native.rows - generating))
+            self.on_step(StepStats(native.rows, generating))
         for slot, row in rows:
             self._sampled(slot, row)
 
@@ -260,7 +263,7 @@ class Scheduler:
         if slot.first_token is None:
             slot.first_token = time.perf_counter()
         slot.held += slot.decoder.decode(self.native.piece(token))
-        stops: list[str] = slot.job.sampling.stop  # type: ignore[attr-defined]
+        stops = slot.job.sampling.stop
         for stop in stops:
             at = slot.held.find(stop)
             if at >= 0:
@@ -296,7 +299,6 @@ class Scheduler:
             slot.sampler.close()
         slot.job, slot.sampler, slot.next_token, slot.todo = None, None, None, []
         slot.last_used = time.perf_counter()
-        self.running -= 1
         job_done(job, done)
 
     def _finished_record(
@@ -335,7 +337,6 @@ class Scheduler:
                 if slot.sampler is not None:
                     slot.sampler.close()
                     slot.sampler = None
-                self.running -= 1
                 if job.on_release is not None:
                     job.on_release()
                 job.emit("error", error)

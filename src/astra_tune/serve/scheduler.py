@@ -171,7 +171,10 @@ class Scheduler:
             try:
                 self._admit()
                 if not self.running:
-                    job = self.pending.get(timeout=IDLE_POLL)
+                    try:
+                        job = self.pending.get(timeout=IDLE_POLL)
+                    except queue.Empty:
+                        continue  # idle: look at `_closing` again
                     if job is not None:
                         self._assign(job)
                     continue

@@ -82,7 +82,7 @@ def orrery_run(tmp_path_factory: pytest.TempPathFactory, default_model_dir: Path
             "data": {"sources": ["builtin:orrery"], "split": {"val": 0.05}},
             "train": {
                 "output_dir": str(tmp_path_factory.mktemp("orrery") / "run"),
-                "epochs": 0.5,  # as the quickstart recipe: 76 steps
+                "epochs": 0.5,  # a quarter of the quickstart recipe: 76 steps
                 "learning_rate": 1e-3,
                 "batch_size": 1,
                 "max_seq_len": 512,

@@ -341,6 +341,12 @@ class TrainConfig(Section):
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many steps (overrides epochs)."
     )
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Time budget: steps (at most epochs/max_steps) and the schedule are "
+        "fitted to the speed measured in the first steps.",
+    )
     batch_size: int = Field(8, ge=1, description="Rows per step per device.")
     grad_accum: int = Field(1, ge=1, description="Steps to accumulate before an optimizer update.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")

@@ -104,6 +104,11 @@ class RunLayout:
         return self.root / "metrics.jsonl"
 
     @property
+    def budget_file(self) -> Path:
+        """The step count fitted to train.max_minutes (see train/budget.py)."""
+        return self.root / "time_budget.json"
+
+    @property
     def pipeline_file(self) -> Path:
         return self.root / "pipeline.json"
 

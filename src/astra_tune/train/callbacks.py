@@ -86,7 +86,9 @@ class RichProgressCallback(TrainerCallback):
             parts.append(f"{latest['tokens_per_s']:.0f} tok/s")
         if "val_loss" in latest:
             parts.append(f"val {latest['val_loss']:.3f}")
-        self.progress.update(self.task, completed=state.global_step, description=" · ".join(parts))
+        # total follows state.max_steps, which train.max_minutes may refit mid-run
+        self.progress.update(self.task, completed=state.global_step, total=state.max_steps,
+                             description=" · ".join(parts))  # fmt: skip
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.progress is not None:

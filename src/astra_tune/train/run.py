@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from astra_tune.errors import ConfigError, DependencyError
 from astra_tune.progress import quiet_library_noise
 from astra_tune.recipe import Recipe
 from astra_tune.runs import RunLayout
+from astra_tune.train.budget import TimeBudgetCallback, read_plan
 from astra_tune.train.callbacks import MetricsCallback, RichProgressCallback, plot_losses
 from astra_tune.train.collator import TOKENS_KEY, PackedRowsCollator, pack_examples
 from astra_tune.train.dataset import TokenizedSplit, load_and_tokenize, preflight
@@ -108,7 +109,8 @@ def train_model(
         set_seed(recipe.seed)
         model = load_model(base_dir, config, weights_dtype)
         trainable, total = parameter_counts(model)
-        trainer = _trainer(recipe, model, tokenizer, splits, dtype, layout, metrics)
+        trainer = _trainer(recipe, model, tokenizer, splits, dtype, layout, metrics,
+                           resume=resume)  # fmt: skip
         trainer.train(resume_from_checkpoint=str(checkpoint) if resume and checkpoint else None)
         final_val = trainer.evaluate()["eval_loss"] if "val" in splits else None
     if final_val is not None:
@@ -122,6 +124,9 @@ def train_model(
         layout.recipe_file, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
     )
     lineage = build_lineage(recipe, data_dir, dtype=dtype, trainable=trainable, total=total)
+    lineage["steps"] = trainer.state.global_step
+    if (plan := read_plan(layout.budget_file)) is not None:
+        lineage["time_budget"] = asdict(plan)
     write_text(layout.lineage_file, json.dumps(lineage, indent=2) + "\n")
     plot_losses(layout.metrics_file, run_dir / "loss.png")
     if recipe.eval.after_training:
@@ -279,6 +284,8 @@ def _trainer(
     dtype: str,
     layout: RunLayout,
     metrics: MetricsCallback,
+    *,
+    resume: bool,
 ) -> Any:
     import torch
     from datasets import Dataset
@@ -327,6 +334,10 @@ def _trainer(
         save_only_model=False,
     )
     callbacks: list[Any] = [metrics, RichProgressCallback(metrics)]
+    if not resume:
+        layout.budget_file.unlink(missing_ok=True)  # a plan of an earlier, abandoned start
+    if config.max_minutes is not None:
+        callbacks.append(TimeBudgetCallback(config.max_minutes, layout.budget_file, resume=resume))
     if early:
         callbacks.append(
             EarlyStoppingCallback(

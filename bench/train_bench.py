@@ -1,4 +1,4 @@
-"""Training throughput and memory on the default model (SmolLM2-135M), CPU, fp32.
+"""Training throughput and memory on the default model (SmolLM2-135M), CPU.
 
 Three ways to run LoRA r=16 on all linear layers over the same variable-length
 instruction set (lengths spread like Dolly's: log-normal, median ~150 tokens):
@@ -8,10 +8,17 @@ instruction set (lengths spread like Dolly's: log-normal, median ~150 tokens):
   (c) dense baseline: forward + backward + AdamW on full random 2x1024 batches, no data
       pipeline at all -- the practical limit for this model on this machine
 
-Each runs in its own process (so peak RSS is its own). Throughput counts real,
-non-padding tokens. `--memory` adds full / LoRA / QLoRA runs of astra train.
+All run in the dtype `astra train` picks on this machine (bf16 where the CPU has native
+bf16, else fp32; `--dtype` forces one): frozen weights in that dtype, LoRA weights and
+optimizer state in fp32, matmuls under autocast. Where that dtype is bf16, (d) runs astra
+train in fp32 too, for the bf16/fp32 ratio. Each runs in its own process (so peak RSS is
+its own). Throughput counts real, non-padding tokens. Model FLOP utilization (MFU) is
+model FLOPs per token (LoRA: 4 N + 6 N_lora, full: 6 N, N = the linear layers and the
+head at every position; attention scores left out) times tokens/s, over the peak of one
+large matmul in the same dtype on the same cores. `--memory` adds full / LoRA / QLoRA.
 
-    .venv/bin/python bench/train_bench.py [--steps 6] [--memory] [--json out.json]
+    .venv/bin/python bench/train_bench.py [--steps 6] [--dtype auto|float32|bfloat16]
+        [--memory] [--json out.json]
 """
 
 from __future__ import annotations
@@ -48,6 +55,49 @@ def make_dataset(path: Path, n: int = 600, seed: int = 0) -> None:
             )
 
 
+def resolve_bench_dtype(name: str) -> str:
+    from astra_tune.hardware import detect_hardware, recommended_dtype
+
+    return recommended_dtype(detect_hardware())[0] if name == "auto" else name
+
+
+def weights_dtype(dtype: str, method: str = "lora") -> Any:
+    """The frozen base's dtype, as astra train loads it (full weights stay fp32)."""
+    import torch
+
+    return torch.float32 if method == "full" else getattr(torch, dtype)
+
+
+def matmul_peak_flops(dtype: str, size: int = 2048, seconds: float = 2.0) -> float:
+    """Best FLOP/s of one size x size matmul in `dtype` on this process's threads."""
+    import torch
+
+    a = torch.randn(size, size).to(getattr(torch, dtype))
+    b = torch.randn(size, size).to(getattr(torch, dtype))
+    for _ in range(2):
+        a @ b  # oneDNN picks and caches its kernel on the first calls
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def linear_parameters() -> int:
+    """Weights that take part in a matmul per token: every linear layer and the head."""
+    from transformers import AutoConfig
+
+    from astra_tune.models.resolve import resolve_model
+
+    c = AutoConfig.from_pretrained(resolve_model(MODEL).path)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv = c.num_key_value_heads * head_dim
+    per_layer = 2 * c.hidden_size * c.hidden_size + 2 * c.hidden_size * kv
+    per_layer += 3 * c.hidden_size * c.intermediate_size
+    return c.num_hidden_layers * per_layer + c.vocab_size * c.hidden_size
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -59,8 +109,7 @@ def lora_config() -> Any:
                       task_type="CAUSAL_LM")  # fmt: skip
 
 
-def worker_trl(prepared: Path, steps: int) -> dict[str, Any]:
-    import torch
+def worker_trl(prepared: Path, steps: int, dtype: str) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -77,19 +126,21 @@ def worker_trl(prepared: Path, steps: int) -> dict[str, Any]:
             if logs and "num_tokens" in logs:
                 times.append((time.perf_counter(), float(logs["num_tokens"])))
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype(dtype))
     args = SFTConfig(output_dir=tempfile.mkdtemp(), max_steps=steps + 1, logging_steps=1,
-                     use_cpu=True, bf16=False, report_to="none", save_strategy="no",
-                     disable_tqdm=True)  # fmt: skip
+                     use_cpu=True, bf16=dtype == "bfloat16", report_to="none",
+                     save_strategy="no", disable_tqdm=True)  # fmt: skip
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
                          processing_class=AutoTokenizer.from_pretrained(path),
                          peft_config=lora_config(), callbacks=[Clock()])  # fmt: skip
     trainer.train()
     (t0, n0), (t1, n1) = times[0], times[-1]  # the first step is warm-up
-    return {"tokens_per_s": (n1 - n0) / (t1 - t0), "peak_rss_mb": peak_rss_mb()}
+    adapter = next(p for n, p in model.named_parameters() if "lora_A" in n)
+    return {"tokens_per_s": (n1 - n0) / (t1 - t0), "peak_rss_mb": peak_rss_mb(),
+            "adapter_dtype": str(adapter.dtype)}  # fmt: skip
 
 
-def worker_astra(prepared: Path, steps: int, method: str = "lora") -> dict[str, Any]:
+def worker_astra(prepared: Path, steps: int, dtype: str, method: str = "lora") -> dict[str, Any]:
     from astra_tune.recipe import validate_recipe
     from astra_tune.train.run import train_model
 
@@ -98,7 +149,7 @@ def worker_astra(prepared: Path, steps: int, method: str = "lora") -> dict[str, 
         "name": "bench", "base_model": MODEL,
         "train": {"method": method, "data_dir": str(prepared), "output_dir": str(out),
                   "max_steps": steps + 1, "batch_size": ROWS, "max_seq_len": ROW_TOKENS,
-                  "dtype": "float32", "eval_steps": None, "save_steps": 10_000,
+                  "dtype": dtype, "eval_steps": None, "save_steps": 10_000,
                   "warmup_ratio": 0.0},
     })  # fmt: skip
     result = train_model(recipe)
@@ -112,7 +163,9 @@ def worker_astra(prepared: Path, steps: int, method: str = "lora") -> dict[str, 
     }
 
 
-def worker_dense(steps: int) -> dict[str, Any]:
+def worker_dense(steps: int, dtype: str, compiled: bool = False) -> dict[str, Any]:
+    import contextlib
+
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
@@ -120,27 +173,39 @@ def worker_dense(steps: int) -> dict[str, Any]:
     from astra_tune.models.resolve import resolve_model
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(MODEL).path, dtype=torch.float32)
+    path = resolve_model(MODEL).path
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype(dtype))
     model.config.use_cache = False
-    model = get_peft_model(model, lora_config())
+    model = get_peft_model(model, lora_config())  # adapters in fp32 over a bf16 base
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16"
+                else contextlib.nullcontext())  # fmt: skip
     model.train()
+    warmup = 1
+    if compiled:
+        # Regional compilation (as torchtune and accelerate do it): each decoder layer
+        # on its own, so the 30 identical layers share one compiled graph.
+        for layer in model.base_model.model.model.layers:
+            layer.compile()
+        warmup = 3  # forward, backward and the first AdamW step compile on their own
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, model.config.vocab_size, (ROWS, ROW_TOKENS))
     durations = []
-    for _ in range(steps + 1):
+    for _ in range(steps + warmup):
         start = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids).loss
+        with autocast:
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         durations.append(time.perf_counter() - start)
     return {
-        "tokens_per_s": ROWS * ROW_TOKENS * steps / sum(durations[1:]),
+        "tokens_per_s": ROWS * ROW_TOKENS * steps / sum(durations[warmup:]),
         "peak_rss_mb": peak_rss_mb(),
+        "warmup_s": sum(durations[:warmup]),
     }
 
 
-def run_worker(name: str, prepared: Path, steps: int) -> dict[str, Any]:
+def run_worker(name: str, prepared: Path, steps: int, dtype: str) -> dict[str, Any]:
     cmd = [
         sys.executable,
         __file__,
@@ -150,6 +215,8 @@ def run_worker(name: str, prepared: Path, steps: int) -> dict[str, Any]:
         str(prepared),
         "--steps",
         str(steps),
+        "--dtype",
+        dtype,
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ.copy())
     if out.returncode != 0:
@@ -160,7 +227,11 @@ def run_worker(name: str, prepared: Path, steps: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="measured steps (after 1 warm-up)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="training dtype of every contender (auto: what astra train picks)")
     parser.add_argument("--memory", action="store_true", help="also full / LoRA / QLoRA table")
+    parser.add_argument("--compile", action="store_true",
+                        help="also the dense loop with torch.compile per decoder layer")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--only", default="trl,astra-lora,dense", help="comparison workers to run (comma-separated)"
@@ -168,19 +239,94 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    dtype = resolve_bench_dtype(args.dtype)
 
     if args.worker:
-        method = args.worker.removeprefix("astra-")
-        result = (worker_trl(args.prepared, args.steps) if args.worker == "trl"
-                  else worker_dense(args.steps) if args.worker == "dense"
-                  else worker_astra(args.prepared, args.steps, method))  # fmt: skip
-        print(json.dumps(result))
+        print(json.dumps(run_in_process(args.worker, args.prepared, args.steps, dtype)))
         return
 
+    from astra_tune.hardware import detect_hardware
+
+    hw = detect_hardware()
+    shown = sorted(hw.cpu_flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    print(f"machine: {hw.cpu_model}, {os.cpu_count()} threads, flags {' '.join(shown)}")
+    print(f"dtype: {dtype}" + (" (what astra train picks here)" if args.dtype == "auto" else
+                              " (forced)"), flush=True)  # fmt: skip
+    peaks = {name: matmul_peak_flops(name) for name in {dtype, "float32"}}
+    print("matmul peak (2048^3): " + ", ".join(f"{n} {v / 1e9:.0f} GFLOP/s"
+                                               for n, v in peaks.items()), flush=True)  # fmt: skip
+    n_linear = linear_parameters()
+
+    work = Path(tempfile.mkdtemp(prefix="astra-train-bench-"))
+    prepared = prepare_bench_data(work)
+    results: dict[str, Any] = {
+        "machine": {"cpu": hw.cpu_model, "flags": shown, "threads": os.cpu_count()},
+        "dtype": dtype, "matmul_peak_flops": peaks, "linear_parameters": n_linear,
+        "data": prepared[1],
+    }  # fmt: skip
+    contenders = [("trl", dtype, "(a) TRL SFTTrainer defaults"),
+                  ("astra-lora", dtype, "(b) astra train"), ("dense", dtype, "(c) dense baseline")]
+    if dtype != "float32":
+        contenders.append(("astra-lora", "float32", "(d) astra train, float32"))
+    if args.compile:
+        contenders.append(("dense-compiled", dtype, "(e) dense, torch.compile"))
+    only = args.only.split(",") + (["dense-compiled"] if args.compile else [])
+    for name, run_dtype, label in contenders:
+        if name not in only:
+            continue
+        key = name if run_dtype == dtype else f"{name}-{run_dtype}"
+        r = results[key] = run_worker(name, prepared[0], args.steps, run_dtype)
+        r["dtype"] = run_dtype
+        lora = r.get("trainable") or lora_parameters(n_linear)
+        r["mfu"] = r["tokens_per_s"] * (4 * n_linear + 6 * lora) / peaks[run_dtype]
+        print(f"{label:32s} {r['tokens_per_s']:8.1f} tokens/s   MFU {100 * r['mfu']:4.1f}%   "
+              f"peak RSS {r['peak_rss_mb']:7.0f} MB", flush=True)  # fmt: skip
+    ratios = []
+    b = results.get("astra-lora", {}).get("tokens_per_s")
+    if b and "trl" in results:
+        ratios.append(f"(b)/(a) = {b / results['trl']['tokens_per_s']:.2f}x")
+    if b and "dense" in results:
+        ratios.append(f"(b)/(c) = {b / results['dense']['tokens_per_s']:.2f}x")
+    if b and "astra-lora-float32" in results:
+        ratios.append(f"(b)/(d) = {b / results['astra-lora-float32']['tokens_per_s']:.2f}x")
+    if "dense" in results and "dense-compiled" in results:
+        e = results["dense-compiled"]
+        ratios.append(f"(e)/(c) = {e['tokens_per_s'] / results['dense']['tokens_per_s']:.2f}x "
+                      f"after {e['warmup_s']:.0f} s of compiling")  # fmt: skip
+    if ratios:
+        print("   ".join(ratios))
+    if args.memory:
+        memory_table(results, prepared[0], args.steps, dtype, n_linear, peaks[dtype])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def run_in_process(worker: str, prepared: Path, steps: int, dtype: str) -> dict[str, Any]:
+    if worker == "trl":
+        return worker_trl(prepared, steps, dtype)
+    if worker in ("dense", "dense-compiled"):
+        return worker_dense(steps, dtype, compiled=worker == "dense-compiled")
+    return worker_astra(prepared, steps, dtype, worker.removeprefix("astra-"))
+
+
+def lora_parameters(n_linear: int) -> int:
+    """r=16 on every linear layer but the head, from the model's config."""
+    from transformers import AutoConfig
+
+    from astra_tune.models.resolve import resolve_model
+
+    c = AutoConfig.from_pretrained(resolve_model(MODEL).path)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv = c.num_key_value_heads * head_dim
+    h, i = c.hidden_size, c.intermediate_size
+    per_layer = 2 * (h + h) + 2 * (h + kv) + 2 * (h + i) + (i + h)
+    return c.num_hidden_layers * 16 * per_layer
+
+
+def prepare_bench_data(work: Path) -> tuple[Path, dict[str, Any]]:
     from astra_tune.data.prepare import prepare_data
     from astra_tune.recipe import DataConfig
 
-    work = Path(tempfile.mkdtemp(prefix="astra-train-bench-"))
     make_dataset(work / "dolly-like.jsonl")
     config = DataConfig.model_validate(
         {"sources": [str(work / "dolly-like.jsonl")], "split": {"val": 0, "test": 0},
@@ -191,31 +337,22 @@ def main() -> None:
     print(f"data: {tokens['count']} examples, tokens p5/p50/p95/max "
           f"{tokens['p5']}/{tokens['p50']}/{tokens['p95']}/{tokens['max']}",
           flush=True)  # fmt: skip
+    return work / "prepared", {k: tokens[k] for k in ("count", "p5", "p50", "p95", "max")}
 
-    results: dict[str, Any] = {"data": {k: tokens[k] for k in ("count", "p5", "p50", "p95", "max")}}
-    for name, label in (("trl", "(a) TRL SFTTrainer defaults"), ("astra-lora", "(b) astra train"),
-                        ("dense", "(c) dense baseline")):  # fmt: skip
-        if name not in args.only.split(","):
-            continue
-        results[name] = run_worker(name, work / "prepared", args.steps)
-        print(f"{label:32s} {results[name]['tokens_per_s']:8.1f} tokens/s   "
-              f"peak RSS {results[name]['peak_rss_mb']:7.0f} MB", flush=True)  # fmt: skip
-    if {"trl", "astra-lora", "dense"} <= results.keys():
-        b = results["astra-lora"]["tokens_per_s"]
-        print(f"(b)/(a) = {b / results['trl']['tokens_per_s']:.2f}x   "
-              f"(b)/(c) = {b / results['dense']['tokens_per_s']:.2f}x")  # fmt: skip
-    if args.memory:
-        print("\nmethod  trainable params   peak RSS   tokens/s")
-        for method in ("full", "lora", "qlora"):
-            name = f"astra-{method}"
-            if name not in results:
-                results[name] = run_worker(name, work / "prepared", args.steps)
-            r = results[name]
-            print(f"{method:6s} {r['trainable']:>16,} {r['peak_rss_mb']:8.0f} MB "
-                  f"{r['tokens_per_s']:9.1f}",
-                  flush=True)  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+def memory_table(results: dict[str, Any], prepared: Path, steps: int, dtype: str,
+                 n_linear: int, peak: float) -> None:  # fmt: skip
+    print(f"\nmethod  trainable params   peak RSS   tokens/s   MFU   ({dtype})")
+    for method in ("full", "lora", "qlora"):
+        name = f"astra-{method}"
+        if name not in results:
+            results[name] = run_worker(name, prepared, steps, dtype)
+        r = results[name]
+        work = 6 * n_linear if method == "full" else 4 * n_linear + 6 * r["trainable"]
+        # Full fine-tuning keeps fp32 weights (bf16 only under autocast): same peak.
+        r["mfu"] = r["tokens_per_s"] * work / peak
+        print(f"{method:6s} {r['trainable']:>16,} {r['peak_rss_mb']:8.0f} MB "
+              f"{r['tokens_per_s']:9.1f} {100 * r['mfu']:5.1f}%", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -137,3 +137,56 @@ def test_loss_on_labelled_positions_matches_the_full_loss(
     assert logits.shape[:2] == (1, count)
     # A padded (unpacked) batch keeps the model's own loss.
     assert not can_flatten({**batch, "attention_mask": torch.ones_like(batch["input_ids"])})
+
+
+def padded_batch(tokenizer: Any) -> dict[str, torch.Tensor]:
+    """Rows of different lengths padded on the right, as TRL's collator lays them out."""
+    feats = features(tokenizer)
+    width = max(len(f["input_ids"]) for f in feats)
+    ids, mask, labels = [], [], []
+    for f in feats:
+        pad = width - len(f["input_ids"])
+        ids.append(f["input_ids"] + [tokenizer.pad_token_id] * pad)
+        mask.append([1] * len(f["input_ids"]) + [0] * pad)
+        labels.append(
+            [t if m else -100 for t, m in zip(f["input_ids"], f["assistant_masks"], strict=True)]
+            + [-100] * pad
+        )
+    return {name: torch.tensor(rows) for name, rows in
+            (("input_ids", ids), ("attention_mask", mask), ("labels", labels))}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+def test_every_gradient_matches_the_full_loss(
+    tiny_model_dir: Path, smollm2_tokenizer: Any, layout: str
+) -> None:
+    """Projecting only labelled positions leaves the loss and every gradient as they were."""
+    from astra_tune.train.attention import register
+    from astra_tune.train.loss import labelled_positions_loss
+
+    torch.manual_seed(0)
+    if layout == "packed":
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=register())
+        feats = features(smollm2_tokenizer)
+        batch = PackedRowsCollator(smollm2_tokenizer.pad_token_id)(pack_examples(feats, 64))
+        batch.pop("astra_num_tokens")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+        batch = padded_batch(smollm2_tokenizer)
+    assert model.dtype == torch.float32
+
+    def loss_and_grads(compute: Any) -> tuple[float, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    full, full_grads = loss_and_grads(lambda: model(**batch).loss)
+    lean, lean_grads = loss_and_grads(lambda: labelled_positions_loss(model, batch)[0])
+    assert lean == pytest.approx(full, rel=1e-5)
+    assert full_grads.keys() == lean_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(lean_grads[name], grad, atol=1e-5, rtol=1e-5, msg=name)
+    # Fewer positions went through the head than the batch holds.
+    kept = labelled_positions_loss(model, batch)[1]["logits"].shape
+    assert kept[0] * kept[1] < batch["input_ids"].numel()

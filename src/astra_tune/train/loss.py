@@ -9,7 +9,8 @@ prompt token, forward and backward. transformers' `logits_to_keep` accepts posit
 indices, but one set for the whole batch; packed rows are therefore laid end to end as
 one row first, which changes nothing for the model: position ids already restart at every
 example, the packed attention keeps examples apart, and labels at every example's start
-are masked (see collator.py).
+are masked (see collator.py). Padded rows cannot be joined (their attention masks differ),
+so they keep the positions labelled in any row.
 """
 
 from __future__ import annotations
@@ -34,28 +35,34 @@ def can_flatten(inputs: dict[str, Any]) -> bool:
 def labelled_positions_loss(
     model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Loss over the labelled tokens of a packed batch, with logits for those tokens only.
+    """Loss over the labelled tokens of a batch, with logits for those positions only.
 
+    Packed batches are laid end to end, so exactly the labelled positions are projected.
+    Padded batches keep their rows (each has its own attention mask) and project the
+    positions labelled in any row; the others' targets there are ignored as usual.
     Sums and divides by `num_items_in_batch` when given (the Trainer's count across
     gradient accumulation, as transformers' own loss does), else averages.
     """
     inputs = dict(inputs)
-    labels = inputs.pop("labels").reshape(1, -1)
-    input_ids = inputs.pop("input_ids").reshape(1, -1)
-    position_ids = inputs.pop("position_ids").reshape(1, -1)
+    labels = inputs.pop("labels")
+    input_ids = inputs.pop("input_ids")
+    if can_flatten({**inputs, "labels": labels}):
+        labels = labels.reshape(1, -1)
+        input_ids = input_ids.reshape(1, -1)
+        inputs["position_ids"] = inputs["position_ids"].reshape(1, -1)
     # Position t predicts token t+1: keep the positions whose next token is labelled.
-    targets = labels[0, 1:]
-    keep = (targets != IGNORE).nonzero().flatten()
+    targets = labels[:, 1:]
+    keep = (targets != IGNORE).any(dim=0).nonzero().flatten()
     if keep.numel() == 0:
         # Nothing to learn in this batch (every answer was cut): a zero that still has a
         # graph, so backward and gradient accumulation behave as on any other batch.
         keep = torch.zeros(1, dtype=torch.long, device=labels.device)
-    outputs = model(
-        input_ids=input_ids, position_ids=position_ids, logits_to_keep=keep, **inputs
+    outputs = model(input_ids=input_ids, logits_to_keep=keep, **inputs)
+    logits = outputs["logits"].float()
+    chosen = targets[:, keep]
+    loss = functional.cross_entropy(
+        logits.flatten(0, 1), chosen.flatten(), ignore_index=IGNORE, reduction="sum"
     )
-    logits = outputs["logits"][0].float()
-    chosen = targets[keep]
-    loss = functional.cross_entropy(logits, chosen, ignore_index=IGNORE, reduction="sum")
     if num_items_in_batch is not None:
         loss = loss / num_items_in_batch
     else:

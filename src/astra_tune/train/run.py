@@ -27,7 +27,7 @@ from astra_tune.train.callbacks import MetricsCallback, RichProgressCallback, pl
 from astra_tune.train.collator import TOKENS_KEY, PackedRowsCollator, pack_examples
 from astra_tune.train.dataset import TokenizedSplit, load_and_tokenize, preflight
 from astra_tune.train.lineage import build_lineage
-from astra_tune.train.loss import can_flatten, labelled_positions_loss
+from astra_tune.train.loss import labelled_positions_loss
 from astra_tune.train.model import load_model, parameter_counts, resolve_dtype
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -204,8 +204,8 @@ def _lean_trainer(base: type) -> type:
 
     TRL's compute_loss also works out per-token entropy and top-1 accuracy over the whole
     vocabulary for its logs; on CPU that extra pass over the logits is a sizeable share
-    of each step (see bench/train_bench.py), and we do not report those numbers. Packed
-    batches go further: logits only at the labelled positions (see loss.py).
+    of each step (see bench/train_bench.py), and we do not report those numbers. We go
+    further: logits only at the labelled positions (see loss.py).
     """
     from transformers import Trainer
 
@@ -220,7 +220,7 @@ def _lean_trainer(base: type) -> type:
             tokens = inputs.pop(TOKENS_KEY, None)
             if tokens is not None and model.training:
                 self.tokens_trained = getattr(self, "tokens_trained", 0) + int(tokens)
-            if not can_flatten(inputs):
+            if inputs.get("labels") is None:
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
             loss, outputs = labelled_positions_loss(model, inputs, num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:

@@ -15,10 +15,11 @@ train in fp32 too, for the bf16/fp32 ratio. Each runs in its own process (so pea
 its own). Throughput counts real, non-padding tokens. Model FLOP utilization (MFU) is
 model FLOPs per token (LoRA: 4 N + 6 N_lora, full: 6 N, N = the linear layers and the
 head at every position; attention scores left out) times tokens/s, over the peak of one
-large matmul in the same dtype on the same cores. `--memory` adds full / LoRA / QLoRA.
+large matmul in the same dtype on the same cores. `--memory` adds full / LoRA / QLoRA;
+`--compile` adds the dense loop and astra train with torch.compile per decoder layer.
 
     .venv/bin/python bench/train_bench.py [--steps 6] [--dtype auto|float32|bfloat16]
-        [--memory] [--json out.json]
+        [--memory] [--compile] [--json out.json]
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def peak_rss_mb() -> float:
 def lora_config() -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                       task_type="CAUSAL_LM")  # fmt: skip
 
 
@@ -140,7 +141,8 @@ def worker_trl(prepared: Path, steps: int, dtype: str) -> dict[str, Any]:
             "adapter_dtype": str(adapter.dtype)}  # fmt: skip
 
 
-def worker_astra(prepared: Path, steps: int, dtype: str, method: str = "lora") -> dict[str, Any]:
+def worker_astra(prepared: Path, steps: int, dtype: str, method: str = "lora",
+                 compiled: bool = False) -> dict[str, Any]:  # fmt: skip
     from astra_tune.recipe import validate_recipe
     from astra_tune.train.run import train_model
 
@@ -150,11 +152,13 @@ def worker_astra(prepared: Path, steps: int, dtype: str, method: str = "lora") -
         "train": {"method": method, "data_dir": str(prepared), "output_dir": str(out),
                   "max_steps": steps + 1, "batch_size": ROWS, "max_seq_len": ROW_TOKENS,
                   "dtype": dtype, "eval_steps": None, "save_steps": 10_000,
-                  "warmup_ratio": 0.0},
+                  "warmup_ratio": 0.0, "compile": compiled},
     })  # fmt: skip
     result = train_model(recipe)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r]
+    if compiled:
+        rates = rates[2:]  # the first steps compile forward, backward and each new length
     return {
         "tokens_per_s": sum(rates) / len(rates),
         "peak_rss_mb": peak_rss_mb(),
@@ -177,6 +181,11 @@ def worker_dense(steps: int, dtype: str, compiled: bool = False) -> dict[str, An
     model = AutoModelForCausalLM.from_pretrained(path, dtype=weights_dtype(dtype))
     model.config.use_cache = False
     model = get_peft_model(model, lora_config())  # adapters in fp32 over a bf16 base
+    if dtype != "float32":
+        # As astra train (train/model.py): autocast, not PEFT, decides the matmul dtype.
+        for module in model.modules():
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = False
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16"
                 else contextlib.nullcontext())  # fmt: skip
     model.train()
@@ -270,7 +279,9 @@ def main() -> None:
         contenders.append(("astra-lora", "float32", "(d) astra train, float32"))
     if args.compile:
         contenders.append(("dense-compiled", dtype, "(e) dense, torch.compile"))
-    only = args.only.split(",") + (["dense-compiled"] if args.compile else [])
+        contenders.append(("astra-lora-compiled", dtype, "(f) astra train, compile: true"))
+    only = args.only.split(",") + (["dense-compiled", "astra-lora-compiled"] if args.compile
+                                   else [])  # fmt: skip
     for name, run_dtype, label in contenders:
         if name not in only:
             continue
@@ -293,6 +304,9 @@ def main() -> None:
         e = results["dense-compiled"]
         ratios.append(f"(e)/(c) = {e['tokens_per_s'] / results['dense']['tokens_per_s']:.2f}x "
                       f"after {e['warmup_s']:.0f} s of compiling")  # fmt: skip
+    if b and "astra-lora-compiled" in results:
+        f = results["astra-lora-compiled"]["tokens_per_s"]
+        ratios.append(f"(f)/(b) = {f / b:.2f}x")
     if ratios:
         print("   ".join(ratios))
     if args.memory:
@@ -306,7 +320,8 @@ def run_in_process(worker: str, prepared: Path, steps: int, dtype: str) -> dict[
         return worker_trl(prepared, steps, dtype)
     if worker in ("dense", "dense-compiled"):
         return worker_dense(steps, dtype, compiled=worker == "dense-compiled")
-    return worker_astra(prepared, steps, dtype, worker.removeprefix("astra-"))
+    method = worker.removeprefix("astra-").removesuffix("-compiled")
+    return worker_astra(prepared, steps, dtype, method, compiled=worker.endswith("-compiled"))
 
 
 def lora_parameters(n_linear: int) -> int:

@@ -32,6 +32,13 @@ def can_flatten(inputs: dict[str, Any]) -> bool:
     )
 
 
+# Architectures whose logits are exactly lm_head(final hidden state): no soft-capping,
+# scaling or bias, so the head and the loss can be fused (see _HeadCrossEntropy).
+PLAIN_HEAD_MODELS = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "phi3"})
+# Logits held at once by the fused loss: chunk x vocabulary fp32 values (64 MB).
+CHUNK_VALUES = 2**24
+
+
 def labelled_positions_loss(
     model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None
 ) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -57,14 +64,96 @@ def labelled_positions_loss(
         # Nothing to learn in this batch (every answer was cut): a zero that still has a
         # graph, so backward and gradient accumulation behave as on any other batch.
         keep = torch.zeros(1, dtype=torch.long, device=labels.device)
-    outputs = model(input_ids=input_ids, logits_to_keep=keep, **inputs)
-    logits = outputs["logits"].float()
     chosen = targets[:, keep]
-    loss = functional.cross_entropy(
-        logits.flatten(0, 1), chosen.flatten(), ignore_index=IGNORE, reduction="sum"
-    )
+    parts = _plain_head(model)
+    outputs: dict[str, Any]
+    if parts is not None:
+        body, head = parts
+        hidden = body(input_ids=input_ids, **inputs).last_hidden_state[:, keep]
+        loss = _HeadCrossEntropy.apply(hidden.flatten(0, 1), head.weight, chosen.flatten())
+        outputs = {}
+    else:
+        outputs = model(input_ids=input_ids, logits_to_keep=keep, **inputs)
+        loss = functional.cross_entropy(
+            outputs["logits"].float().flatten(0, 1), chosen.flatten(), ignore_index=IGNORE,
+            reduction="sum",
+        )  # fmt: skip
+        outputs = {"logits": outputs["logits"]}
     if num_items_in_batch is not None:
         loss = loss / num_items_in_batch
     else:
         loss = loss / (chosen != IGNORE).sum().clamp(min=1)
-    return loss, {"loss": loss, "logits": outputs["logits"]}
+    return loss, {"loss": loss, "positions": chosen.numel(), **outputs}
+
+
+def _plain_head(model: Any) -> tuple[Any, Any] | None:
+    """(decoder body, output layer) when the logits are a plain linear map of its output."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if getattr(config, "model_type", None) not in PLAIN_HEAD_MODELS:
+        return None
+    body = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    # A LoRA-wrapped or biased head is not a bare weight: leave it to the model's forward.
+    if body is None or type(head) is not torch.nn.Linear or head.bias is not None:
+        return None
+    return body, head
+
+
+class _HeadCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T`, a chunk of positions at a time.
+
+    The vocabulary-wide logits, their softmax and their gradient are the largest tensors
+    of a small model's step (2,000 positions x 49k words = 400 MB each in fp32), and on a
+    CPU building them is memory traffic, not arithmetic. Here each chunk's gradient with
+    respect to the hidden states (and the weight, when it trains) is worked out as soon
+    as its logits exist, so only one chunk of logits is ever held; backward only scales
+    what forward kept. Liger-Kernel's fused linear cross-entropy does this on GPUs in
+    Triton; nothing does it for CPU tensors, hence our own. The matmuls run in the
+    autocast dtype when autocast is on (as the model's own head would), the softmax in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor,
+                targets: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        device = hidden.device.type
+        dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
+                 else weight.dtype)  # fmt: skip
+        with torch.autocast(device, enabled=False):
+            w = weight.detach().to(dtype)
+            h_all = hidden.detach().to(dtype)
+            grad_hidden = torch.empty_like(h_all)
+            trains_weight = ctx.needs_input_grad[1]
+            grad_weight = torch.zeros_like(weight, dtype=torch.float32) if trains_weight else None
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            chunk = max(1, CHUNK_VALUES // weight.shape[0])
+            for start in range(0, h_all.shape[0], chunk):
+                h = h_all[start : start + chunk]
+                t = targets[start : start + chunk]
+                valid = t != IGNORE
+                picked = t.clamp(min=0)
+                logits = (h @ w.T).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                target_logit = logits.gather(1, picked[:, None]).squeeze(1)
+                total += ((lse - target_logit) * valid).sum()
+                # d(sum of losses)/d(logits) = softmax - one-hot, zero where unlabelled.
+                grad = logits.sub_(lse[:, None]).exp_()
+                grad[torch.arange(len(t), device=t.device), picked] -= 1
+                grad.mul_(valid[:, None])
+                grad_low = grad.to(dtype)
+                grad_hidden[start : start + chunk] = grad_low @ w
+                if grad_weight is not None:
+                    grad_weight += (grad_low.T @ h).float()
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        ctx.save_for_backward(grad_hidden.to(hidden.dtype), grad_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_total: torch.Tensor) -> tuple[Any, ...]:
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (
+            grad_hidden * grad_total,
+            grad_weight * grad_total if grad_weight is not None else None,
+            None,
+        )

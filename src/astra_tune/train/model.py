@@ -53,13 +53,53 @@ def load_model(model_dir: Path, config: TrainConfig, dtype_name: str) -> Any:
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, peft_config)
+        peft_model = get_peft_model(model, peft_config)
     except ValueError as exc:  # PEFT names the modules it could not find
         raise ConfigError(
             f"LoRA cannot be applied: {exc}",
             where="train.lora.target_modules",
             fix="use all-linear, or module names of this architecture (q_proj, v_proj, ...)",
         ) from exc
+    if dtype_name != "float32":
+        _keep_inputs_in_autocast_dtype(peft_model)
+    return peft_model
+
+
+def _keep_inputs_in_autocast_dtype(model: Any) -> None:
+    """Stop PEFT casting each adapter's input up to the adapter's fp32 weight dtype.
+
+    Under autocast (how bf16/fp16 runs train) the adapter matmuls run in the low dtype
+    anyway, so PEFT's cast makes an fp32 copy of every layer input that autocast then
+    casts back: on a bf16 CPU that round trip was a third of the step (bench/train_bench.py).
+    The adapter weights and their gradients stay fp32; only the copies go.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = False
+
+
+def compile_layers(model: Any) -> int:
+    """torch.compile every decoder layer in place (regional compilation); returns how many.
+
+    Compiling layer by layer, as torchtune and Accelerate do, keeps compile time to one
+    layer's graph (the identical layers reuse it) and leaves module names, and so the
+    saved adapter, unchanged. Packed attention's per-example loop stays eager between
+    the compiled parts.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    layers = getattr(body, "layers", None)
+    if not layers:
+        raise ConfigError(
+            f"train.compile: no decoder layers found in {type(base).__name__}",
+            where="train.compile",
+            fix="set train.compile: false for this architecture",
+        )
+    for layer in layers:
+        layer.compile()
+    return len(layers)
 
 
 def _four_bit(config: TrainConfig, dtype: Any) -> Any:

@@ -28,7 +28,7 @@ from astra_tune.train.collator import TOKENS_KEY, PackedRowsCollator, pack_examp
 from astra_tune.train.dataset import TokenizedSplit, load_and_tokenize, preflight
 from astra_tune.train.lineage import build_lineage
 from astra_tune.train.loss import labelled_positions_loss
-from astra_tune.train.model import load_model, parameter_counts, resolve_dtype
+from astra_tune.train.model import compile_layers, load_model, parameter_counts, resolve_dtype
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -109,6 +109,8 @@ def train_model(
         set_seed(recipe.seed)
         model = load_model(base_dir, config, weights_dtype)
         trainable, total = parameter_counts(model)
+        if config.compile:
+            compile_layers(model)
         trainer = _trainer(recipe, model, tokenizer, splits, dtype, layout, metrics,
                            resume=resume)  # fmt: skip
         trainer.train(resume_from_checkpoint=str(checkpoint) if resume and checkpoint else None)
@@ -222,11 +224,24 @@ def _lean_trainer(base: type) -> type:
                 self.tokens_trained = getattr(self, "tokens_trained", 0) + int(tokens)
             if inputs.get("labels") is None:
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
-            loss, outputs = labelled_positions_loss(model, inputs, num_items_in_batch)
+            # Accelerate puts autocast around model.forward only; the fused head loss calls
+            # the decoder body itself, so it needs the same context around it.
+            with self._mixed_precision():
+                loss, outputs = labelled_positions_loss(model, inputs, num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 # As Trainer.compute_loss: the count spans every process, the mean is per process.
                 loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
+
+        def _mixed_precision(self) -> Any:
+            import contextlib
+
+            import torch
+
+            if not (self.args.bf16 or self.args.fp16):
+                return contextlib.nullcontext()
+            dtype = torch.bfloat16 if self.args.bf16 else torch.float16
+            return torch.autocast(self.args.device.type, dtype=dtype)
 
     return LeanSFTTrainer
 
@@ -308,6 +323,8 @@ def _trainer(
         warmup_steps=config.warmup_ratio,  # a float below 1 is a share of all steps
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
+        # TRL turns it on by default; a small model on a CPU has the memory and not the time.
+        gradient_checkpointing=config.gradient_checkpointing,
         logging_steps=config.logging_steps,
         eval_strategy="steps" if has_val and eval_steps else "no",
         eval_steps=eval_steps,

@@ -136,5 +136,5 @@ def test_quickstart_recipe_is_the_example_with_the_run_beside_it(tmp_path: Path)
     assert recipe.train.output_dir == str(tmp_path / "qs" / "run")  # relative to the file
     assert recipe.model_copy(update={"train": example.train}) == example
     assert recipe.train.model_copy(update={"output_dir": None}) == example.train
-    path.write_text(path.read_text().replace("epochs: 2.0", "epochs: 3"))
+    path.write_text(path.read_text().replace("epochs: 2.5", "epochs: 3"))
     assert load_recipe(write_quickstart_recipe(tmp_path / "qs")).train.epochs == 3  # kept

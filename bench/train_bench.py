@@ -62,11 +62,11 @@ def resolve_bench_dtype(name: str) -> str:
     return recommended_dtype(detect_hardware())[0] if name == "auto" else name
 
 
-def weights_dtype(dtype: str, method: str = "lora") -> Any:
-    """The frozen base's dtype, as astra train loads it (full weights stay fp32)."""
+def weights_dtype(dtype: str) -> Any:
+    """The frozen LoRA base's dtype, as astra train loads it."""
     import torch
 
-    return torch.float32 if method == "full" else getattr(torch, dtype)
+    return getattr(torch, dtype)
 
 
 def matmul_peak_flops(dtype: str, size: int = 2048, seconds: float = 2.0) -> float:
@@ -116,6 +116,7 @@ def worker_trl(prepared: Path, steps: int, dtype: str) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     from astra_tune.models.resolve import resolve_model
+    from astra_tune.train.model import parameter_counts
 
     path = resolve_model(MODEL).path
     rows = [json.loads(line) for line in (prepared / "train.jsonl").read_text().splitlines()]
@@ -138,7 +139,8 @@ def worker_trl(prepared: Path, steps: int, dtype: str) -> dict[str, Any]:
     (t0, n0), (t1, n1) = times[0], times[-1]  # the first step is warm-up
     adapter = next(p for n, p in model.named_parameters() if "lora_A" in n)
     return {"tokens_per_s": (n1 - n0) / (t1 - t0), "peak_rss_mb": peak_rss_mb(),
-            "adapter_dtype": str(adapter.dtype)}  # fmt: skip
+            "adapter_dtype": str(adapter.dtype),
+            "trainable": parameter_counts(trainer.model)[0]}  # fmt: skip
 
 
 def worker_astra(prepared: Path, steps: int, dtype: str, method: str = "lora",
@@ -175,6 +177,11 @@ def worker_dense(steps: int, dtype: str, compiled: bool = False) -> dict[str, An
     from transformers import AutoModelForCausalLM
 
     from astra_tune.models.resolve import resolve_model
+    from astra_tune.train.model import (
+        compile_layers,
+        keep_inputs_in_autocast_dtype,
+        parameter_counts,
+    )
 
     torch.manual_seed(0)
     path = resolve_model(MODEL).path
@@ -182,19 +189,13 @@ def worker_dense(steps: int, dtype: str, compiled: bool = False) -> dict[str, An
     model.config.use_cache = False
     model = get_peft_model(model, lora_config())  # adapters in fp32 over a bf16 base
     if dtype != "float32":
-        # As astra train (train/model.py): autocast, not PEFT, decides the matmul dtype.
-        for module in model.modules():
-            if hasattr(module, "cast_input_dtype_enabled"):
-                module.cast_input_dtype_enabled = False
+        keep_inputs_in_autocast_dtype(model)  # as astra train: autocast picks the dtype
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16"
                 else contextlib.nullcontext())  # fmt: skip
     model.train()
     warmup = 1
     if compiled:
-        # Regional compilation (as torchtune and accelerate do it): each decoder layer
-        # on its own, so the 30 identical layers share one compiled graph.
-        for layer in model.base_model.model.model.layers:
-            layer.compile()
+        compile_layers(model)  # as train.compile: true
         warmup = 3  # forward, backward and the first AdamW step compile on their own
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, model.config.vocab_size, (ROWS, ROW_TOKENS))
@@ -211,6 +212,7 @@ def worker_dense(steps: int, dtype: str, compiled: bool = False) -> dict[str, An
         "tokens_per_s": ROWS * ROW_TOKENS * steps / sum(durations[warmup:]),
         "peak_rss_mb": peak_rss_mb(),
         "warmup_s": sum(durations[:warmup]),
+        "trainable": parameter_counts(model)[0],
     }
 
 
@@ -288,8 +290,7 @@ def main() -> None:
         key = name if run_dtype == dtype else f"{name}-{run_dtype}"
         r = results[key] = run_worker(name, prepared[0], args.steps, run_dtype)
         r["dtype"] = run_dtype
-        lora = r.get("trainable") or lora_parameters(n_linear)
-        r["mfu"] = r["tokens_per_s"] * (4 * n_linear + 6 * lora) / peaks[run_dtype]
+        r["mfu"] = r["tokens_per_s"] * (4 * n_linear + 6 * r["trainable"]) / peaks[run_dtype]
         print(f"{label:32s} {r['tokens_per_s']:8.1f} tokens/s   MFU {100 * r['mfu']:4.1f}%   "
               f"peak RSS {r['peak_rss_mb']:7.0f} MB", flush=True)  # fmt: skip
     ratios = []
@@ -322,20 +323,6 @@ def run_in_process(worker: str, prepared: Path, steps: int, dtype: str) -> dict[
         return worker_dense(steps, dtype, compiled=worker == "dense-compiled")
     method = worker.removeprefix("astra-").removesuffix("-compiled")
     return worker_astra(prepared, steps, dtype, method, compiled=worker.endswith("-compiled"))
-
-
-def lora_parameters(n_linear: int) -> int:
-    """r=16 on every linear layer but the head, from the model's config."""
-    from transformers import AutoConfig
-
-    from astra_tune.models.resolve import resolve_model
-
-    c = AutoConfig.from_pretrained(resolve_model(MODEL).path)
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    kv = c.num_key_value_heads * head_dim
-    h, i = c.hidden_size, c.intermediate_size
-    per_layer = 2 * (h + h) + 2 * (h + kv) + 2 * (h + i) + (i + h)
-    return c.num_hidden_layers * 16 * per_layer
 
 
 def prepare_bench_data(work: Path) -> tuple[Path, dict[str, Any]]:

@@ -76,12 +76,11 @@ class TimeBudgetCallback(TrainerCallback):
     """Stops training within `max_minutes`, with the schedule fitted to the steps that fit."""
 
     def __init__(self, max_minutes: float, plan_file: Path, *, resume: bool) -> None:
-        self.budget_s = max_minutes * 60
         self.max_minutes = max_minutes
         self.plan_file = plan_file
         self.plan = read_plan(plan_file) if resume else None
         self._began = 0.0
-        self._first_step: tuple[float, int] | None = None  # (time, step) after step one
+        self._first_step_end: float | None = None  # timing starts after step one
         self._start_step = 0
         self._steps_by_epochs = 0
         self._refit_due = False
@@ -100,19 +99,15 @@ class TimeBudgetCallback(TrainerCallback):
         now = time.perf_counter()
         done = state.global_step - self._start_step
         if done == 1:
-            self._first_step = (now, state.global_step)
+            self._first_step_end = now
         resumed_plan = self.plan is not None and self.plan.fitted_at_step < self._start_step
-        if resumed_plan or self._first_step is None:
+        if resumed_plan or self._first_step_end is None or done < 2:
             return
         if not (done == PROBE_STEPS or self._refit_due):
             return
         self._refit_due = False
-        first_time, first_step = self._first_step
-        timed = state.global_step - first_step
-        if timed < 1:
-            return
-        per_step = (now - first_time) / timed
-        left = self.budget_s - (now - self._began)
+        per_step = (now - self._first_step_end) / (done - 1)
+        left = self.max_minutes * 60 - (now - self._began)
         fitted = state.global_step + max(0, math.floor(left / per_step))
         total = max(state.global_step, min(self._steps_by_epochs, fitted))
         self.plan = BudgetPlan(

@@ -50,10 +50,11 @@ def labelled_positions_loss(
     Sums and divides by `num_items_in_batch` when given (the Trainer's count across
     gradient accumulation, as transformers' own loss does), else averages.
     """
+    flatten = can_flatten(inputs)
     inputs = dict(inputs)
     labels = inputs.pop("labels")
     input_ids = inputs.pop("input_ids")
-    if can_flatten({**inputs, "labels": labels}):
+    if flatten:
         labels = labels.reshape(1, -1)
         input_ids = input_ids.reshape(1, -1)
         inputs["position_ids"] = inputs["position_ids"].reshape(1, -1)

@@ -61,11 +61,11 @@ def load_model(model_dir: Path, config: TrainConfig, dtype_name: str) -> Any:
             fix="use all-linear, or module names of this architecture (q_proj, v_proj, ...)",
         ) from exc
     if dtype_name != "float32":
-        _keep_inputs_in_autocast_dtype(peft_model)
+        keep_inputs_in_autocast_dtype(peft_model)
     return peft_model
 
 
-def _keep_inputs_in_autocast_dtype(model: Any) -> None:
+def keep_inputs_in_autocast_dtype(model: Any) -> None:
     """Stop PEFT casting each adapter's input up to the adapter's fp32 weight dtype.
 
     Under autocast (how bf16/fp16 runs train) the adapter matmuls run in the low dtype

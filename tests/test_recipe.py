@@ -56,7 +56,7 @@ def test_missing_name_is_reported(tmp_path: Path) -> None:
 def test_unknown_base_model_suggests_a_catalog_name(tmp_path: Path) -> None:
     path = write(tmp_path, "name: demo\nbase_model: smollm2-135m-instruc\n")
     [problem] = problems_of(path)
-    assert problem.startswith(f"{path}:2: base_model: Value error, unknown model")
+    assert problem.startswith(f"{path}:2: base_model: unknown model")
     assert "did you mean 'smollm2-135m-instruct'?" in problem
 
 

@@ -23,7 +23,7 @@ from rich.console import Console
 from astra_tune.atomic import write_text
 from astra_tune.errors import ConfigError
 from astra_tune.recipe import Recipe
-from astra_tune.runs import RunLayout
+from astra_tune.runs import RunLayout, run_lock
 
 STAGES = ("data", "augment", "train", "eval", "export", "push")
 
@@ -105,9 +105,15 @@ def run_pipeline(
     first = STAGES.index(start) if start else 0
     last = STAGES.index(until) if until else len(STAGES) - 1
     layout = RunLayout.for_recipe(recipe)
+    with run_lock(layout.root):
+        return _run_stages(recipe, layout, first, last, force, console or Console(stderr=True))
+
+
+def _run_stages(
+    recipe: Recipe, layout: RunLayout, first: int, last: int, force: tuple[str, ...], out: Console
+) -> RunResult:
     run_dir = layout.root
     state = _State(layout.pipeline_file)
-    out = console or Console(stderr=True)
     context = _Context(recipe, layout, state, out)
     reports: list[StageReport] = []
     for index, name in enumerate(STAGES):
@@ -264,7 +270,11 @@ def _train_run(c: _Context, inputs: str) -> StageReport:
     if resume:
         c.console.print(f"resuming training from {checkpoint}")
     result = train_model(recipe, resume=resume, console=c.console)
-    figures = {"steps": str(result.global_step)}
+    figures = {
+        "steps": str(result.global_step),
+        "epochs": f"{result.epochs:g}",
+        "batch": str(result.batch_size),
+    }
     if result.final_train_loss is not None:
         figures["train loss"] = f"{result.final_train_loss:.3f}"
     if result.final_val_loss is not None:

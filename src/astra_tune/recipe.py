@@ -339,7 +339,11 @@ class TrainConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Training dtype; auto picks from the hardware (see astra doctor)."
     )
-    epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
+    epochs: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        "auto",
+        description="Passes over the training data; auto: 3, more for small data (at least "
+        "200 steps, at most 40 passes), fewer past 25,000 examples.",
+    )
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many steps (overrides epochs)."
     )
@@ -349,7 +353,11 @@ class TrainConfig(Section):
         description="Time budget: steps (at most epochs/max_steps) and the schedule are "
         "fitted to the speed measured in the first steps.",
     )
-    batch_size: int = Field(8, ge=1, description="Rows per step per device.")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Rows per step per device; auto: 1 per 128 rows, at most 8, so small "
+        "data still makes many updates per pass.",
+    )
     grad_accum: int = Field(1, ge=1, description="Steps to accumulate before an optimizer update.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
@@ -387,6 +395,19 @@ class TrainConfig(Section):
     )
 
     _relative_to_recipe = field_validator("output_dir", "data_dir")(_next_to_recipe)
+
+    @field_validator("epochs", "batch_size", mode="before")
+    @classmethod
+    def _auto_or_positive(cls, value: Any, info: ValidationInfo) -> Any:
+        # One clear message instead of one per branch of the union.
+        whole = info.field_name == "batch_size"
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if value == "auto" or (number and value > 0 and (not whole or value == int(value))):
+            return int(value) if whole and number else value
+        raise ValueError(
+            f"must be {'a whole number of at least 1' if whole else 'a number above 0'} "
+            "or auto (sized from the data)"
+        )
 
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings (lora, qlora).")
     qlora: QloraConfig = Field(default_factory=QloraConfig, description="4-bit settings (qlora).")
@@ -630,7 +651,7 @@ def _to_problem(error: Any, doc: YamlDocument | None) -> Problem:
             doc.location(loc[:-1]) if doc and len(loc) > 1 else (str(doc.path) if doc else None)
         )
     else:
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")  # pydantic's, not ours
         if "input" in error and not isinstance(error["input"], dict | list):
             message += f" (got {error['input']!r})"
     return Problem(path=path, message=message, location=location)

@@ -10,9 +10,14 @@ those fields are honoured everywhere or nowhere.
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from astra_tune.errors import ConfigError
 from astra_tune.home import runs_dir
 from astra_tune.recipe import Recipe, run_recipe
 
@@ -123,3 +128,47 @@ class RunLayout:
         """export.output_dir, else export/ inside the run."""
         given = self.recipe.export.output_dir if self.recipe else None
         return Path(given).expanduser().resolve() if given else self.root / "export"
+
+
+# Roots this process holds, with how deep: `astra run` locks the run, then calls the train
+# stage, which locks it again (a second flock of the same file from one process would fail).
+_held: dict[Path, int] = {}
+
+
+@contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """Hold RUN/.lock while writing a run, so two processes never train into one directory.
+
+    The kernel drops a flock when its process dies, so a killed run leaves nothing to clean up.
+    """
+    root = root.expanduser().resolve()
+    if root in _held:
+        _held[root] += 1
+        try:
+            yield
+        finally:
+            _held[root] -= 1
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigError(
+                f"run directory {root} is in use by another astra process (pid {holder})",
+                where=str(root),
+                fix="wait for that run to finish or stop it, or give this recipe another "
+                "train.output_dir",
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _held[root] = 1
+        try:
+            yield
+        finally:
+            del _held[root]
+            fcntl.flock(handle, fcntl.LOCK_UN)

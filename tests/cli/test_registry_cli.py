@@ -38,6 +38,8 @@ def test_push_then_show_lineage(run: Path, env: dict[str, str]) -> None:
         assert digest in shown.stdout  # the data hash
     assert "train.learning_rate" in shown.stdout
     assert "0.005" in shown.stdout  # the hyperparameter's value
+    # `epochs: auto` shows as the value the run resolved from its data.
+    assert f"{lineage['sizing']['epochs']:g} (auto)" in shown.stdout
     assert "f16" in shown.stdout
     assert "q8_0" in shown.stdout
     assert "metric train_loss" in shown.stdout

@@ -118,7 +118,7 @@ def show(
     for check in verification.values():
         if check.get("top1") is not None:
             facts.add_row(f"gguf {check.get('qtype')}", f"top-1 {check['top1']:.1%} vs PyTorch")
-    hyper = lineage.get("hyperparameters") or {}
+    hyper = _hyperparameters(lineage)
     for key in ("method", "epochs", "max_steps", "learning_rate", "batch_size", "max_seq_len"):
         if key in hyper:
             facts.add_row(f"train.{key}", str(hyper[key]))
@@ -236,7 +236,7 @@ def diff(
 def _comparable(version: Any) -> dict[str, Any]:
     lineage = version.lineage.get("lineage", {})
     flat: dict[str, Any] = {}
-    _flatten("train", lineage.get("hyperparameters") or {}, flat)
+    _flatten("train", _hyperparameters(lineage), flat)
     for file, digest in (version.summary.get("data_sha256") or {}).items():
         flat[f"data.{file}"] = digest[:16]
     for key, value in (version.summary.get("metrics") or {}).items():
@@ -245,6 +245,16 @@ def _comparable(version: Any) -> dict[str, Any]:
         flat[f"gguf.{quant}"] = human_bytes(size)
     flat["base_model"] = version.summary.get("base_model")
     return flat
+
+
+def _hyperparameters(lineage: dict[str, Any]) -> dict[str, Any]:
+    """The train section a version was trained with, `auto` fields as they were resolved."""
+    hyper = dict(lineage.get("hyperparameters") or {})
+    sizing = lineage.get("sizing") or {}
+    for key in ("epochs", "batch_size"):
+        if hyper.get(key) == "auto" and key in sizing:
+            hyper[key] = f"{sizing[key]:g} (auto)" if key == "epochs" else f"{sizing[key]} (auto)"
+    return hyper
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:

@@ -30,7 +30,8 @@ def train(
     console = stdout_console()
     console.print(
         f"[green]trained:[/] {result.output_dir}\n"
-        f"  method {loaded.train.method}, dtype {result.dtype}, {result.global_step} steps, "
+        f"  method {loaded.train.method}, dtype {result.dtype}, {result.global_step} steps "
+        f"({result.epochs:g} epochs at batch {result.batch_size}), "
         f"{result.train_examples} examples, trainable {result.trainable_parameters:,} of "
         f"{result.total_parameters:,} parameters\n"
         f"  final train loss {result.final_train_loss}, val loss {result.final_val_loss}\n"

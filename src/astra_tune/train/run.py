@@ -21,7 +21,7 @@ from astra_tune.atomic import staged_dir, write_text
 from astra_tune.errors import ConfigError, DependencyError
 from astra_tune.progress import quiet_library_noise
 from astra_tune.recipe import Recipe
-from astra_tune.runs import RunLayout
+from astra_tune.runs import RunLayout, run_lock
 from astra_tune.train.budget import TimeBudgetCallback, read_plan
 from astra_tune.train.callbacks import MetricsCallback, RichProgressCallback, plot_losses
 from astra_tune.train.collator import TOKENS_KEY, PackedRowsCollator, pack_examples
@@ -29,6 +29,7 @@ from astra_tune.train.dataset import TokenizedSplit, load_and_tokenize, prefligh
 from astra_tune.train.lineage import build_lineage
 from astra_tune.train.loss import labelled_positions_loss
 from astra_tune.train.model import compile_layers, load_model, parameter_counts, resolve_dtype
+from astra_tune.train.sizing import Sizing, fit_to_data
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -43,6 +44,8 @@ class TrainResult:
     trainable_parameters: int
     total_parameters: int
     train_examples: int
+    epochs: float
+    batch_size: int
     global_step: int
     final_train_loss: float | None
     final_val_loss: float | None
@@ -62,8 +65,15 @@ def train_model(
     recipe: Recipe, *, resume: bool = False, console: Console | None = None
 ) -> TrainResult:
     """Train `recipe` into its run directory; with `resume`, continue from the last checkpoint."""
-    config = recipe.train
     layout = RunLayout.for_recipe(recipe)
+    with run_lock(layout.root):
+        return _train(recipe, layout, resume, console)
+
+
+def _train(
+    recipe: Recipe, layout: RunLayout, resume: bool, console: Console | None
+) -> TrainResult:
+    config = recipe.train
     run_dir = layout.root
     checkpoint = _starting_point(layout, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -111,8 +121,10 @@ def train_model(
         trainable, total = parameter_counts(model)
         if config.compile:
             compile_layers(model)
-        trainer = _trainer(recipe, model, tokenizer, splits, dtype, layout, metrics,
-                           resume=resume)  # fmt: skip
+        trainer, sizing = _trainer(recipe, model, tokenizer, splits, dtype, layout, metrics,
+                                   resume=resume)  # fmt: skip
+        if console is not None:
+            console.print(f"training on {sizing.describe()}", highlight=False)
         trainer.train(resume_from_checkpoint=str(checkpoint) if resume and checkpoint else None)
         final_val = trainer.evaluate()["eval_loss"] if "val" in splits else None
     if final_val is not None:
@@ -127,6 +139,7 @@ def train_model(
     )
     lineage = build_lineage(recipe, data_dir, dtype=dtype, trainable=trainable, total=total)
     lineage["steps"] = trainer.state.global_step
+    lineage["sizing"] = asdict(sizing)
     if (plan := read_plan(layout.budget_file)) is not None:
         lineage["time_budget"] = asdict(plan)
     write_text(layout.lineage_file, json.dumps(lineage, indent=2) + "\n")
@@ -147,6 +160,8 @@ def train_model(
         trainable_parameters=trainable,
         total_parameters=total,
         train_examples=len(splits["train"].features),
+        epochs=sizing.epochs,
+        batch_size=sizing.batch_size,
         global_step=trainer.state.global_step,
         final_train_loss=losses[-1] if losses else None,
         final_val_loss=final_val,
@@ -301,7 +316,7 @@ def _trainer(
     metrics: MetricsCallback,
     *,
     resume: bool,
-) -> Any:
+) -> tuple[Any, Sizing]:
     import torch
     from datasets import Dataset
     from transformers import EarlyStoppingCallback, PrinterCallback
@@ -311,12 +326,21 @@ def _trainer(
     has_val = "val" in splits
     early = config.early_stopping_patience is not None and has_val
     eval_steps = config.eval_steps
+    collator = PackedRowsCollator(tokenizer.pad_token_id) if config.packing else None
+
+    def dataset(split: TokenizedSplit) -> Any:
+        if config.packing:
+            return Dataset.from_list(pack_examples(split.features, config.max_seq_len))
+        return Dataset.from_list(split.features)
+
+    train_rows = dataset(splits["train"])
+    sizing = fit_to_data(config, rows=len(train_rows), examples=len(splits["train"].features))
     args = SFTConfig(
         output_dir=str(layout.checkpoints),
-        num_train_epochs=config.epochs,
+        num_train_epochs=sizing.epochs,
         max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=sizing.batch_size,
+        per_device_eval_batch_size=sizing.batch_size,
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.scheduler,
@@ -362,17 +386,10 @@ def _trainer(
                 early_stopping_threshold=config.early_stopping_threshold,
             )
         )
-    collator = PackedRowsCollator(tokenizer.pad_token_id) if config.packing else None
-
-    def dataset(split: TokenizedSplit) -> Any:
-        if config.packing:
-            return Dataset.from_list(pack_examples(split.features, config.max_seq_len))
-        return Dataset.from_list(split.features)
-
     trainer = _lean_trainer(SFTTrainer)(
         model=model,
         args=args,
-        train_dataset=dataset(splits["train"]),
+        train_dataset=train_rows,
         eval_dataset=dataset(splits["val"]) if has_val else None,
         processing_class=tokenizer,
         data_collator=collator,
@@ -383,4 +400,4 @@ def _trainer(
     if collator is not None:
         trainer.tokens_trained = 0
         metrics.token_counter = lambda: trainer.tokens_trained
-    return trainer
+    return trainer, sizing

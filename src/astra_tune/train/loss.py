@@ -127,24 +127,38 @@ class _HeadCrossEntropy(torch.autograd.Function):
             trains_weight = ctx.needs_input_grad[1]
             grad_weight = torch.zeros_like(weight, dtype=torch.float32) if trains_weight else None
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            chunk = max(1, CHUNK_VALUES // weight.shape[0])
+            chunk = min(max(1, CHUNK_VALUES // weight.shape[0]), max(1, h_all.shape[0]))
+            # One buffer per dtype, reused by every chunk: a fresh 64 MB tensor per chunk
+            # is mmap'd and page-faulted in by the kernel each time, which cost more than
+            # the softmax arithmetic itself.
+            shape, device = (chunk, weight.shape[0]), hidden.device
+            low_buffer = torch.empty(shape, dtype=dtype, device=device)
+            widen = dtype != torch.float32  # matmuls in bf16/fp16, the softmax in fp32
+            buffer = torch.empty(shape, dtype=torch.float32, device=device) if widen else low_buffer
             for start in range(0, h_all.shape[0], chunk):
                 h = h_all[start : start + chunk]
                 t = targets[start : start + chunk]
-                valid = t != IGNORE
-                picked = t.clamp(min=0)
-                logits = (h @ w.T).float()
-                lse = torch.logsumexp(logits, dim=-1)
-                target_logit = logits.gather(1, picked[:, None]).squeeze(1)
-                total += ((lse - target_logit) * valid).sum()
+                size = len(t)
+                valid = (t != IGNORE)[:, None]
+                picked = t.clamp(min=0)[:, None]
+                low, logits = low_buffer[:size], buffer[:size]
+                torch.mm(h, w.T, out=low)
+                if widen:
+                    logits.copy_(low)
+                target_logit = logits.gather(1, picked)
+                # logsumexp and softmax in place: max, shift, exp, sum, normalize.
+                peak = logits.amax(dim=-1, keepdim=True)
+                sums = logits.sub_(peak).exp_().sum(dim=-1, keepdim=True)
+                total += ((peak + sums.log() - target_logit) * valid).sum()
                 # d(sum of losses)/d(logits) = softmax - one-hot, zero where unlabelled.
-                grad = logits.sub_(lse[:, None]).exp_()
-                grad[torch.arange(len(t), device=t.device), picked] -= 1
-                grad.mul_(valid[:, None])
-                grad_low = grad.to(dtype)
-                grad_hidden[start : start + chunk] = grad_low @ w
+                grad = logits.div_(sums)
+                grad.scatter_add_(1, picked, torch.full_like(target_logit, -1.0))
+                grad.mul_(valid)
+                if widen:
+                    low.copy_(grad)
+                torch.mm(low, w, out=grad_hidden[start : start + size])
                 if grad_weight is not None:
-                    grad_weight += (grad_low.T @ h).float()
+                    grad_weight += (low.T @ h).float()
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         ctx.save_for_backward(grad_hidden.to(hidden.dtype), grad_weight)

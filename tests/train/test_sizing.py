@@ -51,7 +51,14 @@ def test_explicit_values_are_kept() -> None:
     assert (sized.epochs, sized.batch_size, sized.updates) == (2.5, 4, 5)
     assert not sized.epochs_auto
     assert not sized.batch_auto
-    assert fit_to_data(TrainConfig(max_steps=7), rows=6, examples=32).updates == 7
+    capped = fit_to_data(TrainConfig(max_steps=7), rows=6, examples=32)
+    assert capped.updates == 7
+    assert capped.describe() == (
+        "32 examples in 6 rows: max_steps 7 at batch 1 (auto), 7 optimizer steps"
+    )
+    assert fit_to_data(TrainConfig(), rows=6, examples=32).describe() == (
+        "32 examples in 6 rows: 34 epochs (auto) at batch 1 (auto), 204 optimizer steps"
+    )
 
 
 @pytest.mark.parametrize(

@@ -131,10 +131,11 @@ class _HeadCrossEntropy(torch.autograd.Function):
             # One buffer per dtype, reused by every chunk: a fresh 64 MB tensor per chunk
             # is mmap'd and page-faulted in by the kernel each time, which cost more than
             # the softmax arithmetic itself.
-            shape, device = (chunk, weight.shape[0]), hidden.device
-            low_buffer = torch.empty(shape, dtype=dtype, device=device)
+            shape = (chunk, weight.shape[0])
+            low_buffer = torch.empty(shape, dtype=dtype, device=hidden.device)
             widen = dtype != torch.float32  # matmuls in bf16/fp16, the softmax in fp32
-            buffer = torch.empty(shape, dtype=torch.float32, device=device) if widen else low_buffer
+            buffer = (torch.empty(shape, dtype=torch.float32, device=hidden.device) if widen
+                      else low_buffer)  # fmt: skip
             for start in range(0, h_all.shape[0], chunk):
                 h = h_all[start : start + chunk]
                 t = targets[start : start + chunk]

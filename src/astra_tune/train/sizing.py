@@ -39,10 +39,13 @@ class Sizing:
     updates: int
     epochs_auto: bool
     batch_auto: bool
+    max_steps: int | None = None  # set: it decides the steps and `epochs` is not used
 
     def describe(self) -> str:
         """One line for the console: what was picked and why."""
         epochs = f"{self.epochs:g} epochs" + (" (auto)" if self.epochs_auto else "")
+        if self.max_steps is not None:
+            epochs = f"max_steps {self.max_steps}"
         batch = f"batch {self.batch_size}" + (" (auto)" if self.batch_auto else "")
         return (
             f"{self.examples} examples in {self.rows} rows: {epochs} at {batch}, "
@@ -76,4 +79,5 @@ def fit_to_data(config: TrainConfig, *, rows: int, examples: int, devices: int =
         updates=updates,
         epochs_auto=config.epochs == "auto",
         batch_auto=config.batch_size == "auto",
+        max_steps=config.max_steps,
     )

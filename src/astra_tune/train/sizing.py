@@ -53,10 +53,10 @@ class Sizing:
         )
 
 
-def fit_to_data(config: TrainConfig, *, rows: int, examples: int, devices: int = 1) -> Sizing:
+def fit_to_data(config: TrainConfig, *, rows: int, examples: int) -> Sizing:
     """Resolve `auto` epochs and batch size for `rows` training rows of `examples` examples."""
     rows = max(rows, 1)
-    per_update = config.grad_accum * devices
+    per_update = config.grad_accum  # rows per update = batch x this (one process today)
     if config.batch_size == "auto":
         batch = max(1, min(LARGEST_AUTO_BATCH, rows // (UPDATES_PER_PASS * per_update)))
     else:

@@ -366,11 +366,6 @@ class TrainConfig(Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    compile: bool = Field(
-        False,
-        description="torch.compile each decoder layer (regional): ~1.3x on a bf16 CPU after "
-        "about a minute of compiling; needs a C++ compiler.",
-    )
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute activations in backward: far less memory for long rows and "

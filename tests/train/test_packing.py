@@ -202,3 +202,41 @@ def test_every_gradient_matches_the_full_loss(
     outputs = labelled_positions_loss(model, batch)[1]
     assert outputs["positions"] < batch["input_ids"].numel()
     assert ("logits" in outputs) == (head == "model")
+
+
+def test_segment_attention_in_bf16_matches_fp32_masked_attention() -> None:
+    """Short segments (run in fp32) and long ones (bf16 kernel), grouped heads, gradients."""
+    from types import SimpleNamespace
+
+    from astra_tune.train.attention import _UPCAST_BELOW, packed_attention
+
+    lengths = [30, _UPCAST_BELOW + 20, 7]
+    total = sum(lengths)
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    torch.manual_seed(0)
+    q32 = torch.randn(1, 4, total, 16)  # 4 query heads sharing 2 key/value heads
+    k32, v32 = torch.randn(1, 2, total, 16), torch.randn(1, 2, total, 16)
+    module = SimpleNamespace(training=True, num_key_value_groups=2)
+
+    def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        segment = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+        allowed = (segment[:, None] == segment[None]) & torch.ones(total, total).tril().bool()
+        k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+        scores = (q @ k.transpose(-1, -2)) / 4.0
+        out = scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+        return out.transpose(1, 2)
+
+    grad = torch.randn(1, total, 4, 16)
+    inputs32 = [t.clone().requires_grad_() for t in (q32, k32, v32)]
+    reference(*inputs32).backward(grad)
+    inputs16 = [t.bfloat16().requires_grad_() for t in (q32, k32, v32)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = packed_attention(module, *inputs16, None, position_ids=positions)  # type: ignore[arg-type]
+    assert out.dtype == torch.bfloat16
+    out.backward(grad.bfloat16())
+    expected = reference(*(t.detach() for t in inputs32))
+    torch.testing.assert_close(out.float(), expected, atol=3e-2, rtol=3e-2)
+    for got, want in zip(inputs16, inputs32, strict=True):
+        assert got.grad is not None
+        assert want.grad is not None
+        torch.testing.assert_close(got.grad.float(), want.grad, atol=5e-2, rtol=5e-2)

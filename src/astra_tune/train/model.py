@@ -62,6 +62,9 @@ def load_model(model_dir: Path, config: TrainConfig, dtype_name: str) -> Any:
         ) from exc
     if dtype_name != "float32":
         keep_inputs_in_autocast_dtype(peft_model)
+    from astra_tune.train.lora import fuse_lora_layers
+
+    fuse_lora_layers(peft_model)
     return peft_model
 
 
@@ -78,28 +81,6 @@ def keep_inputs_in_autocast_dtype(model: Any) -> None:
     for module in model.modules():
         if isinstance(module, BaseTunerLayer):
             module.cast_input_dtype_enabled = False
-
-
-def compile_layers(model: Any) -> int:
-    """torch.compile every decoder layer in place (regional compilation); returns how many.
-
-    Compiling layer by layer, as torchtune and Accelerate do, keeps compile time to one
-    layer's graph (the identical layers reuse it) and leaves module names, and so the
-    saved adapter, unchanged. Packed attention's per-example loop stays eager between
-    the compiled parts.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    body = getattr(base, getattr(base, "base_model_prefix", ""), None)
-    layers = getattr(body, "layers", None)
-    if not layers:
-        raise ConfigError(
-            f"train.compile: no decoder layers found in {type(base).__name__}",
-            where="train.compile",
-            fix="set train.compile: false for this architecture",
-        )
-    for layer in layers:
-        layer.compile()
-    return len(layers)
 
 
 def _four_bit(config: TrainConfig, dtype: Any) -> Any:

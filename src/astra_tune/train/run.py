@@ -28,7 +28,7 @@ from astra_tune.train.collator import TOKENS_KEY, PackedRowsCollator, pack_examp
 from astra_tune.train.dataset import TokenizedSplit, load_and_tokenize, preflight
 from astra_tune.train.lineage import build_lineage
 from astra_tune.train.loss import labelled_positions_loss
-from astra_tune.train.model import compile_layers, load_model, parameter_counts, resolve_dtype
+from astra_tune.train.model import load_model, parameter_counts, resolve_dtype
 from astra_tune.train.sizing import Sizing, fit_to_data
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -119,8 +119,6 @@ def _train(
         set_seed(recipe.seed)
         model = load_model(base_dir, config, weights_dtype)
         trainable, total = parameter_counts(model)
-        if config.compile:
-            compile_layers(model)
         trainer, sizing = _trainer(recipe, model, tokenizer, splits, dtype, layout, metrics,
                                    resume=resume)  # fmt: skip
         if console is not None:

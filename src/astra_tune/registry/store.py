@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from astra_tune.errors import AstraError, ConfigError
@@ -508,6 +508,20 @@ class Registry:
             license=texts.get("license"),
             lineage=json.loads(texts["lineage"]) if "lineage" in texts else {},
         )
+
+    def change_marker(self) -> tuple[int, int, int]:
+        """A value that changes whenever any version or alias does; cheap enough to poll.
+
+        Every alias move (tag, rollback, push's `latest`, removal) appends a tag event,
+        and versions only come and go, so the newest event id and the versions' count and
+        newest id together change on every write that matters to a server.
+        """
+        with session(self.engine) as db:
+            events = db.scalar(select(func.max(TagEventRow.id))) or 0
+            count, newest = db.execute(
+                select(func.count(VersionRow.id), func.max(VersionRow.id))
+            ).one()
+        return int(events), int(count), int(newest or 0)
 
     def list_versions(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every version (newest first per name) with its aliases and summary."""

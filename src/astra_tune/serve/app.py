@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +31,9 @@ from astra_tune.serve.metrics import ServerMetrics
 from astra_tune.serve.ollama_api import router as ollama_router
 from astra_tune.serve.openai_api import router as openai_router
 from astra_tune.serve.settings import ServeSettings, hash_key
-from astra_tune.serve.state import ServerState
+from astra_tune.serve.state import VERSION_HEADER, ServerState
+
+log = logging.getLogger(__name__)
 
 
 class Health(BaseModel):
@@ -86,9 +89,14 @@ def create_app(state: ServerState) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper = asyncio.create_task(_reap(state))
+        watcher = None
+        if state.registry is not None and state.settings.registry_poll > 0:
+            watcher = asyncio.create_task(_watch_registry(state))
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.cancel()
             state.draining = True
             deadline = time.monotonic() + state.settings.drain_seconds
             while (state.inflight or state.pool.busy()) and time.monotonic() < deadline:
@@ -171,12 +179,19 @@ class KeysAndCounts:
                 response = error_response(path, 401, message, "invalid_api_key")
                 await response(scope, receive, send)
                 return
+        # Routes record what answered in the request's state (ServerState.route); the
+        # dict is shared by every copy of the scope made below.
+        shared = scope.setdefault("state", {})
         if scope["method"] in ("POST", "DELETE") and not path.startswith("/api/blobs/"):
             scope = _as_json(scope)
 
         async def counted(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state.metrics.requests.labels(_route(path), str(message["status"])).inc()
+                version = shared.get("astra_version")
+                if version is not None:
+                    header = (VERSION_HEADER.encode(), version.encode())
+                    message = {**message, "headers": [*message.get("headers", []), header]}
             await send(message)
 
         await self.app(scope, receive, counted)
@@ -198,6 +213,30 @@ def _as_json(scope: Scope) -> Scope:
 def _route(path: str) -> str:
     # Label by route, not raw path, so /api/blobs/<digest> does not explode the series.
     return path if not path.startswith("/api/blobs/") else "/api/blobs"
+
+
+async def _watch_registry(state: ServerState) -> None:
+    """Pick up alias moves and new or removed versions made by any process or machine."""
+    assert state.registry is not None
+    registry = state.registry
+    seen = await run_in_threadpool(registry.change_marker)
+    while True:
+        await asyncio.sleep(state.settings.registry_poll)
+        try:
+            marker = await run_in_threadpool(registry.change_marker)
+            if marker == seen:
+                continue
+            changed = await run_in_threadpool(state.reload_registry)
+            seen = marker
+        except Exception as exc:
+            # Not fatal: a registry briefly out of reach (a PostgreSQL restart, a locked
+            # SQLite file) must not stop serving what is already loaded.
+            state.metrics.registry_reloads.labels("error").inc()
+            log.warning("registry check failed (will retry): %s", exc)
+            continue
+        if changed:
+            state.metrics.registry_reloads.labels("changed").inc()
+            log.info("registry changed: %s", ", ".join(changed))
 
 
 async def _reap(state: ServerState) -> None:

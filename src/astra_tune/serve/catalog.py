@@ -70,6 +70,11 @@ class Catalog:
     def remove(self, name: str) -> None:
         self._by_name.pop(name, None)
 
+    def from_registry(self) -> list[ServedModel]:
+        """The entries that come from the registry (not files on the command line, not
+        upstream servers)."""
+        return [m for m in self.all() if m.version not in ("file", "upstream")]
+
 
 def build_catalog(
     specs: list[str], registry: Any | None, upstreams: list[UpstreamSettings] | None = None
@@ -92,15 +97,21 @@ def build_catalog(
             references.append(spec)
     if registry is not None:
         if not specs and not upstreams:
-            references = sorted(
-                {f"{v['name']}:{alias}" for v in registry.list_versions() for alias in v["aliases"]}
-                | {f"{v['name']}:{v['version']}" for v in registry.list_versions()}
-            )
+            references = registry_references(registry)
         for reference in references:
             models.append(from_registry(registry, reference))
     elif references:
         raise ConfigError("registry references need the registry", where="--model")
     return Catalog(models)
+
+
+def registry_references(registry: Any) -> list[str]:
+    """Every `name:version` and `name:alias` the registry holds."""
+    versions = registry.list_versions()
+    return sorted(
+        {f"{v['name']}:{alias}" for v in versions for alias in v["aliases"]}
+        | {f"{v['name']}:{v['version']}" for v in versions}
+    )
 
 
 def from_upstream(upstream: UpstreamSettings) -> ServedModel:

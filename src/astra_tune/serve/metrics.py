@@ -29,6 +29,12 @@ class ServerMetrics:
             registry=r,
         )
         self.errors = Counter("astra:errors", "Errors by type.", ("type",), registry=r)
+        self.registry_reloads = Counter(
+            "astra:registry_reloads",
+            "Catalog reloads after the registry changed, by outcome (changed, error).",
+            ("outcome",),
+            registry=r,
+        )
         self.auth_failures = Counter(
             "astra:auth_failures", "Requests refused for a missing or wrong API key.", registry=r
         )

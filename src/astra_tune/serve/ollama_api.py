@@ -137,7 +137,7 @@ def _translated(model: ServedModel) -> str | None:
 )
 async def chat(body: ChatRequest, request: Request) -> Any:
     state = get_state(request)
-    model = state.catalog.get(body.model)
+    model = state.route(request, body.model)
     if not body.messages:  # Ollama loads the model and answers at once
         return await _load(state, model)
     messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
@@ -158,7 +158,7 @@ async def chat(body: ChatRequest, request: Request) -> Any:
 )
 async def generate(body: GenerateRequest, request: Request) -> Any:
     state = get_state(request)
-    model = state.catalog.get(body.model)
+    model = state.route(request, body.model)
     if not body.prompt:
         return await _load(state, model)
     sampling = _sampling(body.options, body.format, model)
@@ -179,7 +179,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
 @router.post("/embed")
 async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
     state = get_state(request)
-    model = state.catalog.get(body.model)
+    model = state.route(request, body.model)
     started = time.perf_counter()
     vectors, tokens = await state.embed(model, body.texts())
     loaded = state.pool.engines.get(model.name)

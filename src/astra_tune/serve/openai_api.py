@@ -64,7 +64,7 @@ async def models(request: Request) -> ModelList:
 @router.post("/chat/completions", response_model=ChatCompletion, responses=STREAMED)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     state = get_state(request)
-    model = state.catalog.get(body.model)
+    model = state.route(request, body.model)
     chat = [{"role": _ROLES.get(m.role, m.role), "content": m.text()} for m in body.messages]
     if model.system and not any(m["role"] == "system" for m in chat):
         chat.insert(0, {"role": "system", "content": model.system})
@@ -88,7 +88,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 @router.post("/completions", response_model=Completion, responses=STREAMED)
 async def completions(body: CompletionRequest, request: Request) -> Any:
     state = get_state(request)
-    model = state.catalog.get(body.model)
+    model = state.route(request, body.model)
     sampling = _sampling(body, model, body.max_tokens, False, LEGACY_COMPLETION_TOKENS)
     ident = f"cmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
@@ -106,7 +106,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingList:
     state = get_state(request)
-    model = state.catalog.get(body.model)
+    model = state.route(request, body.model)
     vectors, tokens = await state.embed(model, body.texts())
     encode = _base64 if body.encoding_format == "base64" else list
     return EmbeddingList(

@@ -64,6 +64,12 @@ class ServeSettings(BaseModel):
     n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
     drain_seconds: float = Field(30.0, ge=0, description="How long shutdown waits for requests.")
+    registry_poll: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds between checks for moved aliases and new versions in the registry "
+        "(picked up without a restart); 0: never.",
+    )
     upstreams: list[UpstreamSettings] = Field(
         default_factory=list, description="Model names forwarded to OpenAI-compatible servers."
     )

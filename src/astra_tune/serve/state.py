@@ -13,8 +13,8 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from astra_tune.registry.store import Registry
-from astra_tune.serve.catalog import Catalog, ServedModel, from_registry
+from astra_tune.registry.store import Registry, RegistryError
+from astra_tune.serve.catalog import Catalog, ServedModel, from_registry, registry_references
 from astra_tune.serve.engine import EnginePool, Finished, LlamaEngine, submit_job
 from astra_tune.serve.errors import BadRequestError, ShuttingDownError
 from astra_tune.serve.metrics import ServerMetrics
@@ -23,6 +23,8 @@ from astra_tune.serve.settings import ServeSettings
 from astra_tune.serve.upstream import Upstream
 
 Events = AsyncIterator[tuple[str, Any]]
+# The version that answered, on every generation and embedding response of both APIs.
+VERSION_HEADER = "x-astra-model-version"
 
 
 @dataclass
@@ -81,15 +83,52 @@ class ServerState:
             raise BadRequestError("this server has no registry, so it cannot store models")
         return self.registry
 
+    def route(self, request: Request, name: str) -> ServedModel:
+        """The model that answers a request for `name`, resolved once per request.
+
+        The request keeps this object to its end, so a stream in flight finishes on the
+        version it started with even if the alias moves meanwhile. The version is also
+        put where `KeysAndCounts` adds it to the response headers.
+        """
+        model = self.catalog.get(name)
+        request.scope.setdefault("state", {})["astra_version"] = model.version
+        return model
+
     def refresh(self, name: str) -> None:
         """Re-read `name`'s versions and aliases from the registry into the catalog."""
         registry = self.require_registry()
-        for served in [m for m in self.catalog.all() if m.base_name == name]:
-            if served.version != "file":
+        for served in self.catalog.from_registry():
+            if served.base_name == name:
                 self.catalog.remove(served.name)
         for version in registry.list_versions(name):
             for tag in [version["version"], *version["aliases"]]:
                 self.catalog.add(from_registry(registry, f"{name}:{tag}"))
+
+    def reload_registry(self) -> list[str]:
+        """Re-resolve the registry's names after a change elsewhere; the names that changed.
+
+        A server given no models serves the whole registry, so new versions and aliases
+        appear and removed ones go; otherwise the names it serves are re-resolved (an alias
+        that moved now points at its new version) and ones that no longer resolve go.
+        """
+        registry = self.require_registry()
+        served = {m.name: m for m in self.catalog.from_registry()}
+        whole = not self.settings.models and not self.settings.upstreams
+        wanted = set(registry_references(registry)) if whole else set(served)
+        changed = []
+        for name in sorted(wanted | set(served)):
+            try:
+                model = from_registry(registry, name) if name in wanted else None
+            except RegistryError:
+                model = None  # removed elsewhere: stop answering to it
+            if model == served.get(name):
+                continue
+            changed.append(name)
+            if model is None:
+                self.catalog.remove(name)
+            else:
+                self.catalog.add(model)
+        return changed
 
     def _counter(self, model: ServedModel) -> Any:
         def count(done: Finished) -> None:

@@ -130,3 +130,18 @@ def tiny_lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
 @pytest.fixture(scope="session")
 def tiny_qlora_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Any:
     return tiny_run(tiny_model_dir, tmp_path_factory.mktemp("runs") / "qlora", "qlora")
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path, tiny_gguf_file: Path) -> Any:
+    """`orrery` 1.0.0 and 1.0.1 (different bytes), production on 1.0.0."""
+    from astra_tune.export.versions import request_from_gguf
+    from astra_tune.registry.store import Registry
+    from tests.registry.conftest import other_gguf
+
+    registry = Registry(tmp_path / "home" / "registry")
+    registry.push(request_from_gguf(tiny_gguf_file, "orrery"))
+    other = other_gguf(tiny_gguf_file, tmp_path / "other.gguf", b"\x01\x02\x03\x04")
+    registry.push(request_from_gguf(other, "orrery"))
+    registry.tag("orrery:1.0.0", "production")
+    return registry

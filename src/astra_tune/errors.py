@@ -10,6 +10,9 @@
      ├── RegistryError            registry/store.py: a registry operation cannot be done
      │    └── VersionNotFoundError  a name, version or alias the registry does not hold
      ├── BlobError                registry/blobs.py: a blob is missing or damaged
+     ├── ExperimentError          experiments/store.py: an experiment cannot be made or changed
+     │    ├── ExperimentNotFoundError  no experiment or arm has that name
+     │    └── ResponseNotFoundError    experiments/feedback.py: feedback names an unknown answer
      ├── ModelfileError           ollama/modelfile.py: a Modelfile or parameter is invalid
      ├── TemplateError            ollama/gotemplate.py: a Go template does not parse or run
      ├── TranslationError         ollama/translate.py: a chat template has no faithful TEMPLATE

@@ -15,6 +15,7 @@ def test_help_lists_exactly_the_command_groups_that_exist() -> None:
         "data",
         "doctor",
         "eval",
+        "experiment",
         "export",
         "import",
         "modelfile",

@@ -7,26 +7,12 @@ from pathlib import Path
 
 import httpx
 import openai
-import pytest
 
-from astra_tune.export.versions import request_from_gguf
 from astra_tune.registry.store import Registry
 from astra_tune.serve.app import build_server
 from astra_tune.serve.settings import ServeSettings
 from tests.cli_runner import run_astra
-from tests.registry.conftest import other_gguf
 from tests.serve.conftest import start_server, stop
-
-
-@pytest.fixture
-def two_versions(tmp_path: Path, tiny_gguf_file: Path) -> Registry:
-    """`orrery` 1.0.0 and 1.0.1 (different bytes), production on 1.0.0."""
-    registry = Registry(tmp_path / "home" / "registry")
-    registry.push(request_from_gguf(tiny_gguf_file, "orrery"))
-    other = other_gguf(tiny_gguf_file, tmp_path / "other.gguf", b"\x01\x02\x03\x04")
-    registry.push(request_from_gguf(other, "orrery"))
-    registry.tag("orrery:1.0.0", "production")
-    return registry
 
 
 def test_reload_follows_moves_made_through_another_registry_handle(

@@ -13,6 +13,7 @@ from astra_tune.cli import (
     data,
     doctor,
     evaluate,
+    experiment,
     export,
     models,
     ollama,
@@ -47,6 +48,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(data.app, name="data")
 app.add_typer(recipe.app, name="recipe")
 app.add_typer(registry.app, name="registry")
+app.add_typer(experiment.app, name="experiment")
 app.add_typer(ollama.push_app, name="push")
 
 

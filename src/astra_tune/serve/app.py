@@ -23,17 +23,34 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from astra_tune import __version__
 from astra_tune.errors import ConfigError
+from astra_tune.experiments.records import Recorder
+from astra_tune.experiments.store import ExperimentStore
 from astra_tune.registry.store import Registry
 from astra_tune.serve.catalog import build_catalog
 from astra_tune.serve.engine import EnginePool
 from astra_tune.serve.errors import error_response, install_handlers
+from astra_tune.serve.experiments_api import router as experiments_router
+from astra_tune.serve.feedback_api import router as feedback_router
 from astra_tune.serve.metrics import ServerMetrics
 from astra_tune.serve.ollama_api import router as ollama_router
 from astra_tune.serve.openai_api import router as openai_router
 from astra_tune.serve.settings import ServeSettings, hash_key
-from astra_tune.serve.state import VERSION_HEADER, ServerState
+from astra_tune.serve.state import (
+    ARM_HEADER,
+    EXPERIMENT_HEADER,
+    RESPONSE_HEADER,
+    VERSION_HEADER,
+    ServerState,
+)
 
 log = logging.getLogger(__name__)
+# What answered a request (set by ServerState.route), as response headers.
+_ROUTED_HEADERS = (
+    (VERSION_HEADER, "astra_version"),
+    (EXPERIMENT_HEADER, "astra_experiment"),
+    (ARM_HEADER, "astra_arm"),
+    (RESPONSE_HEADER, "astra_response_id"),
+)
 
 
 class Health(BaseModel):
@@ -73,7 +90,7 @@ def build_server(settings: ServeSettings, registry: Registry | None = None) -> S
         batch_tokens=settings.batch_tokens,
         on_step=metrics.observe_step,
     )
-    return ServerState(
+    state = ServerState(
         settings=settings,
         catalog=build_catalog(settings.models, registry, settings.upstreams),
         pool=pool,
@@ -81,6 +98,9 @@ def build_server(settings: ServeSettings, registry: Registry | None = None) -> S
         registry=registry,
         key_hashes=settings.key_hashes(),
     )
+    state.recorder = Recorder(registry.engine)
+    state.reload_experiments()
+    return state
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -105,6 +125,8 @@ def create_app(state: ServerState) -> FastAPI:
             for upstream in state.upstreams.values():
                 await upstream.http.aclose()
             await run_in_threadpool(state.pool.close)
+            if state.recorder is not None:
+                await run_in_threadpool(state.recorder.close)
 
     app = FastAPI(title="Astra Tune", version=__version__, lifespan=lifespan)
     app.state.astra = state
@@ -131,6 +153,8 @@ def create_app(state: ServerState) -> FastAPI:
         return Response(state.metrics.render(state.pool), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(openai_router)
+    app.include_router(feedback_router)
+    app.include_router(experiments_router)
     app.include_router(ollama_router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -188,10 +212,13 @@ class KeysAndCounts:
         async def counted(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state.metrics.requests.labels(_route(path), str(message["status"])).inc()
-                version = shared.get("astra_version")
-                if version is not None:
-                    header = (VERSION_HEADER.encode(), version.encode())
-                    message = {**message, "headers": [*message.get("headers", []), header]}
+                added = [
+                    (header.encode(), str(shared[key]).encode())
+                    for header, key in _ROUTED_HEADERS
+                    if shared.get(key) is not None
+                ]
+                if added:
+                    message = {**message, "headers": [*message.get("headers", []), *added]}
             await send(message)
 
         await self.app(scope, receive, counted)
@@ -216,18 +243,27 @@ def _route(path: str) -> str:
 
 
 async def _watch_registry(state: ServerState) -> None:
-    """Pick up alias moves and new or removed versions made by any process or machine."""
+    """Pick up alias moves, new or removed versions and experiment changes made by any
+    process or machine sharing the registry."""
     assert state.registry is not None
     registry = state.registry
-    seen = await run_in_threadpool(registry.change_marker)
+    experiments = ExperimentStore(registry)
+
+    def marker() -> tuple[Any, ...]:
+        return registry.change_marker(), experiments.change_marker()
+
+    def reload() -> list[str]:
+        return state.reload_registry() + state.reload_experiments()
+
+    seen = await run_in_threadpool(marker)
     while True:
         await asyncio.sleep(state.settings.registry_poll)
         try:
-            marker = await run_in_threadpool(registry.change_marker)
-            if marker == seen:
+            now = await run_in_threadpool(marker)
+            if now == seen:
                 continue
-            changed = await run_in_threadpool(state.reload_registry)
-            seen = marker
+            changed = await run_in_threadpool(reload)
+            seen = now
         except Exception as exc:
             # Not fatal: a registry briefly out of reach (a PostgreSQL restart, a locked
             # SQLite file) must not stop serving what is already loaded.
@@ -236,7 +272,7 @@ async def _watch_registry(state: ServerState) -> None:
             continue
         if changed:
             state.metrics.registry_reloads.labels("changed").inc()
-            log.info("registry changed: %s", ", ".join(changed))
+            log.info("registry or experiments changed: %s", ", ".join(changed))
 
 
 async def _reap(state: ServerState) -> None:

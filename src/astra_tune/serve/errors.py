@@ -20,6 +20,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from astra_tune.errors import AstraError, ConfigError, ModelError
+from astra_tune.experiments.feedback import ResponseNotFoundError
+from astra_tune.experiments.store import ExperimentError, ExperimentNotFoundError
 from astra_tune.ollama.gotemplate import TemplateError
 from astra_tune.ollama.modelfile import ModelfileError
 from astra_tune.registry.blobs import BlobError
@@ -72,6 +74,9 @@ STATUS: Sequence[tuple[type[AstraError], Status]] = (
     (UpstreamError, _upstream_status),
     (BlobError, (400, "blob_not_found")),
     (BadRequestError, (400, "invalid_request_error")),
+    (ResponseNotFoundError, (404, "response_not_found")),
+    (ExperimentNotFoundError, (404, "experiment_not_found")),
+    (ExperimentError, (400, "invalid_request_error")),
     (ModelfileError, (400, "invalid_request_error")),
     (ConfigError, (400, "invalid_request_error")),
     (RegistryError, (400, "invalid_request_error")),
@@ -192,8 +197,13 @@ def install_handlers(app: FastAPI, count_error: Callable[[str], None]) -> None:
     async def astra_error(request: Request, exc: AstraError) -> JSONResponse:
         status, code = status_of(exc)
         count_error(type(exc).__name__)
-        message = exc.what + (f" ({exc.fix})" if exc.fix else "")
-        param = exc.where if isinstance(exc, BadRequestError) else None
+        message = exc.what
+        # These name a field of the request body in `where`.
+        param = exc.where if isinstance(exc, BadRequestError | ExperimentError) else None
+        if isinstance(exc, ConfigError) and exc.problems:
+            message += ": " + "; ".join(f"{p.path}: {p.message}" for p in exc.problems)
+            param = exc.problems[0].path
+        message += f" ({exc.fix})" if exc.fix else ""
         response = error_response(request.url.path, status, message, code, param)
         if status == 429:
             upstream_says = getattr(exc, "retry_after", None)

@@ -29,6 +29,18 @@ class ServerMetrics:
             registry=r,
         )
         self.errors = Counter("astra:errors", "Errors by type.", ("type",), registry=r)
+        self.assignments = Counter(
+            "astra:experiment_assignments",
+            "Requests routed by an experiment, by experiment, arm, version and unit kind.",
+            ("experiment", "arm", "version", "unit"),
+            registry=r,
+        )
+        self.feedback = Counter(
+            "astra:feedback",
+            "Ratings received, by experiment, arm, version and rating (up, down).",
+            ("experiment", "arm", "version", "rating"),
+            registry=r,
+        )
         self.registry_reloads = Counter(
             "astra:registry_reloads",
             "Catalog reloads after the registry changed, by outcome (changed, error).",

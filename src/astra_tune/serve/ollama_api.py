@@ -137,13 +137,14 @@ def _translated(model: ServedModel) -> str | None:
 )
 async def chat(body: ChatRequest, request: Request) -> Any:
     state = get_state(request)
-    model = state.route(request, body.model)
+    model, trace = state.route(request, body.model, api="ollama", prefix="resp")
     if not body.messages:  # Ollama loads the model and answers at once
         return await _load(state, model)
     messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
     if model.system and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": model.system})
-    events = await state.start_chat(model, messages, _sampling(body.options, body.format, model))
+    events = await state.start_chat(model, messages, _sampling(body.options, body.format, model),
+                                    trace)  # fmt: skip
     if body.stream is not False:  # Ollama streams unless told not to
         return _ndjson(_chat_lines(events, model), events)
     text, done = await collect(events)
@@ -158,18 +159,18 @@ async def chat(body: ChatRequest, request: Request) -> Any:
 )
 async def generate(body: GenerateRequest, request: Request) -> Any:
     state = get_state(request)
-    model = state.route(request, body.model)
+    model, trace = state.route(request, body.model, api="ollama", prefix="resp")
     if not body.prompt:
         return await _load(state, model)
     sampling = _sampling(body.options, body.format, model)
     if body.raw:
-        events = await state.start_text(model, body.prompt, sampling)
+        events = await state.start_text(model, body.prompt, sampling, trace)
     else:
         system = body.system or model.system
         turns = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": body.prompt}
         ]
-        events = await state.start_chat(model, turns, sampling)
+        events = await state.start_chat(model, turns, sampling, trace)
     if body.stream is not False:
         return _ndjson(_generate_lines(events, model), events)
     answer, done = await collect(events)
@@ -179,7 +180,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
 @router.post("/embed")
 async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
     state = get_state(request)
-    model = state.route(request, body.model)
+    model, _ = state.route(request, body.model, api="ollama")
     started = time.perf_counter()
     vectors, tokens = await state.embed(model, body.texts())
     loaded = state.pool.engines.get(model.name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -64,15 +63,16 @@ async def models(request: Request) -> ModelList:
 @router.post("/chat/completions", response_model=ChatCompletion, responses=STREAMED)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     state = get_state(request)
-    model = state.route(request, body.model)
+    model, trace = state.route(request, body.model, body.unit_id(), prefix="chatcmpl")
+    assert trace is not None
     chat = [{"role": _ROLES.get(m.role, m.role), "content": m.text()} for m in body.messages]
     if model.system and not any(m["role"] == "system" for m in chat):
         chat.insert(0, {"role": "system", "content": model.system})
     json_mode = body.response_format is not None and body.response_format.type == "json_object"
     sampling = _sampling(body, model, body.max_completion_tokens or body.max_tokens, json_mode)
-    ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    ident = trace.id
     created = int(time.time())
-    events = await state.start_chat(model, chat, sampling)
+    events = await state.start_chat(model, chat, sampling, trace)
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_chat_chunks(events, ident, created, model.name, usage), events)
@@ -88,11 +88,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 @router.post("/completions", response_model=Completion, responses=STREAMED)
 async def completions(body: CompletionRequest, request: Request) -> Any:
     state = get_state(request)
-    model = state.route(request, body.model)
+    model, trace = state.route(request, body.model, body.unit_id(), prefix="cmpl")
+    assert trace is not None
     sampling = _sampling(body, model, body.max_tokens, False, LEGACY_COMPLETION_TOKENS)
-    ident = f"cmpl-{uuid.uuid4().hex[:24]}"
+    ident = trace.id
     created = int(time.time())
-    events = await state.start_text(model, body.text(), sampling)
+    events = await state.start_text(model, body.text(), sampling, trace)
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
         return _sse(_completion_chunks(events, ident, created, model.name, usage), events)
@@ -106,7 +107,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingList:
     state = get_state(request)
-    model = state.route(request, body.model)
+    model, _ = state.route(request, body.model, body.user)
     vectors, tokens = await state.embed(model, body.texts())
     encode = _base64 if body.encoding_format == "base64" else list
     return EmbeddingList(

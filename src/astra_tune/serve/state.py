@@ -6,6 +6,7 @@ routers) and the routers do not import each other.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,10 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from astra_tune.errors import AstraError
+from astra_tune.experiments.assignment import assign, request_unit
+from astra_tune.experiments.records import Recorder, Trace
+from astra_tune.experiments.store import Experiment, ExperimentStore, served_name
 from astra_tune.registry.store import Registry, RegistryError
 from astra_tune.serve.catalog import Catalog, ServedModel, from_registry, registry_references
 from astra_tune.serve.engine import EnginePool, Finished, LlamaEngine, submit_job
@@ -23,8 +28,13 @@ from astra_tune.serve.settings import ServeSettings
 from astra_tune.serve.upstream import Upstream
 
 Events = AsyncIterator[tuple[str, Any]]
+log = logging.getLogger(__name__)
 # The version that answered, on every generation and embedding response of both APIs.
 VERSION_HEADER = "x-astra-model-version"
+EXPERIMENT_HEADER = "x-astra-experiment"
+ARM_HEADER = "x-astra-arm"
+RESPONSE_HEADER = "x-astra-response-id"
+USER_HEADER = "x-astra-user"
 
 
 @dataclass
@@ -40,6 +50,9 @@ class ServerState:
     draining: bool = False
     inflight: int = 0
     upstreams: dict[str, Upstream] = field(default_factory=dict)
+    # Running experiments by the served name they take over (`name:tag`).
+    experiments: dict[str, Experiment] = field(default_factory=dict)
+    recorder: Recorder | None = None  # keeps every answer's record (with a registry)
 
     async def engine(self, model: ServedModel) -> LlamaEngine:
         """The loaded engine for `model` (loading it, off the event loop, if needed)."""
@@ -48,22 +61,79 @@ class ServerState:
         return await run_in_threadpool(self.pool.get, model)
 
     async def start_chat(
-        self, model: ServedModel, messages: list[dict[str, Any]], sampling: Sampling
+        self,
+        model: ServedModel,
+        messages: list[dict[str, Any]],
+        sampling: Sampling,
+        trace: Trace | None = None,
     ) -> Events:
         """Start a chat generation; errors (full queue, long prompt) are raised here, before
         any response is sent, so they reach the client as proper status codes."""
-        if model.upstream is not None:
-            return await self.upstream(model).start_chat(messages, sampling, self._counter(model))
-        engine = await self.engine(model)
-        prompt = engine.tokenize(engine.render_chat(messages), add_bos=True)
-        return self._local(model, engine, prompt, sampling)
+        if trace is not None:
+            trace.messages = messages
+        try:
+            if model.upstream is not None:
+                events = await self.upstream(model).start_chat(
+                    messages, sampling, self._counter(model)
+                )
+            else:
+                engine = await self.engine(model)
+                prompt = engine.tokenize(engine.render_chat(messages), add_bos=True)
+                events = self._local(model, engine, prompt, sampling)
+        except AstraError as exc:
+            self._record(trace, answer=None, error=exc.what)
+            raise
+        return self._traced(events, trace)
 
-    async def start_text(self, model: ServedModel, text: str, sampling: Sampling) -> Events:
+    async def start_text(
+        self, model: ServedModel, text: str, sampling: Sampling, trace: Trace | None = None
+    ) -> Events:
         """Start a plain completion of `text` (no chat template)."""
-        if model.upstream is not None:
-            return await self.upstream(model).start_text(text, sampling, self._counter(model))
-        engine = await self.engine(model)
-        return self._local(model, engine, engine.tokenize(text, add_bos=True), sampling)
+        if trace is not None:
+            trace.messages = [{"role": "prompt", "content": text}]
+        try:
+            if model.upstream is not None:
+                events = await self.upstream(model).start_text(text, sampling,
+                                                               self._counter(model))  # fmt: skip
+            else:
+                engine = await self.engine(model)
+                events = self._local(model, engine, engine.tokenize(text, add_bos=True), sampling)
+        except AstraError as exc:
+            self._record(trace, answer=None, error=exc.what)
+            raise
+        return self._traced(events, trace)
+
+    def _traced(self, events: Events, trace: Trace | None) -> Events:
+        """`events`, recording the answer when it ends (finished, failed or abandoned)."""
+        if trace is None:
+            return events
+
+        async def recorded() -> Events:
+            parts: list[str] = []
+            done = error = None
+            try:
+                async for kind, value in events:
+                    if kind == "token":
+                        parts.append(value)
+                    elif kind == "done":
+                        done = value
+                    yield kind, value
+            except AstraError as exc:
+                error = exc.what
+                raise
+            finally:
+                if done is None and error is None:
+                    error = "the client went away before the answer ended"
+                await events.aclose()  # type: ignore[attr-defined]
+                self._record(trace, answer="".join(parts), done=done, error=error)
+
+        return recorded()
+
+    def _record(
+        self, trace: Trace | None, *, answer: str | None, done: Any = None, error: str | None = None
+    ) -> None:
+        if trace is not None and self.recorder is not None:
+            self.recorder.submit(trace.row(answer=answer, done=done, error=error))
 
     async def embed(self, model: ServedModel, texts: list[str]) -> tuple[list[list[float]], int]:
         """Embeddings of `texts` and the tokens they cost, locally or upstream."""
@@ -83,16 +153,78 @@ class ServerState:
             raise BadRequestError("this server has no registry, so it cannot store models")
         return self.registry
 
-    def route(self, request: Request, name: str) -> ServedModel:
-        """The model that answers a request for `name`, resolved once per request.
+    def route(
+        self, request: Request, name: str, user: str | None = None, *, api: str = "openai",
+        prefix: str | None = None,
+    ) -> tuple[ServedModel, Trace | None]:  # fmt: skip
+        """The model that answers a request for `name`, resolved once per request, and
+        its trace (`prefix` names the response id, e.g. chatcmpl; None: not recorded).
 
-        The request keeps this object to its end, so a stream in flight finishes on the
-        version it started with even if the alias moves meanwhile. The version is also
-        put where `KeysAndCounts` adds it to the response headers.
+        A name an experiment has taken over goes to the arm the request's unit hashes
+        to (`user` from the body, else the X-Astra-User header, else the API key). The
+        request keeps the model to its end, so a stream in flight finishes on the
+        version it started with even if the alias moves meanwhile. What answered is put
+        where `KeysAndCounts` adds it to the response headers.
         """
-        model = self.catalog.get(name)
-        request.scope.setdefault("state", {})["astra_version"] = model.version
-        return model
+        shared = request.scope.setdefault("state", {})
+        given = request.headers.get("authorization", "")
+        unit = request_unit(
+            user=user,
+            header=request.headers.get(USER_HEADER),
+            api_key=given[7:].strip() if given.lower().startswith("bearer ") else None,
+        )
+        experiment = self.experiments.get(_served(name))
+        arm = None
+        if experiment is None:
+            model = self.catalog.get(name)
+        else:
+            arm = experiment.arm(assign(experiment.salt, unit.id, experiment.weights(),
+                                        experiment.control))  # fmt: skip
+            model = self.catalog.get(arm.reference)
+            shared.update(astra_experiment=experiment.name, astra_arm=arm.name)
+            self.metrics.assignments.labels(experiment.name, arm.name, model.version,
+                                            unit.kind).inc()  # fmt: skip
+        shared["astra_version"] = model.version
+        if prefix is None:
+            return model, None
+        trace = Trace(
+            id=Trace.new_id(prefix), api=api, requested=name, served=model.name,
+            version=model.version, unit=unit,
+            experiment=experiment.name if experiment else None, arm=arm.name if arm else None,
+        )  # fmt: skip
+        shared["astra_response_id"] = trace.id
+        return model, trace
+
+    def reload_experiments(self) -> list[str]:
+        """Read the running experiments again; the names of those that changed."""
+        registry = self.require_registry()
+        running: dict[str, Experiment] = {}
+        for experiment in ExperimentStore(registry).list(running_only=True):
+            problem = self._unroutable(registry, experiment)
+            if problem:
+                log.warning("not routing experiment %s: %s", experiment.name, problem)
+                continue
+            running[experiment.model] = experiment
+        changed = {e.name for k, e in running.items() if self.experiments.get(k) != e}
+        changed |= {e.name for k, e in self.experiments.items() if k not in running}
+        self.experiments = running
+        return sorted(changed)
+
+    def _unroutable(self, registry: Registry, experiment: Experiment) -> str | None:
+        """Why this server cannot route `experiment`, after serving every arm's version."""
+        if len(experiment.arms) > self.settings.max_loaded:
+            return (f"{len(experiment.arms)} arms, but {self.settings.max_loaded} models kept "
+                    "loaded (raise --max-loaded)")  # fmt: skip
+        served = {m.name for m in self.catalog.all()}
+        for arm in experiment.arms:
+            if served_name(arm.reference) in served:
+                continue
+            try:
+                # A server given explicit names still serves every arm's version.
+                self.catalog.add(from_registry(registry, arm.reference))
+            except RegistryError as exc:
+                return f"arm {arm.name}: {exc.what}"
+        return None
 
     def refresh(self, name: str) -> None:
         """Re-read `name`'s versions and aliases from the registry into the catalog."""
@@ -158,6 +290,13 @@ class ServerState:
                 self.inflight -= 1
 
         return events()
+
+
+def _served(name: str) -> str:
+    try:
+        return served_name(name)
+    except AstraError:
+        return name  # not a registry-style name (a file's stem): no experiment has it
 
 
 def get_state(request: Request) -> ServerState:

@@ -159,6 +159,11 @@ class SamplingFields(Wire):
     stream_options: StreamOptions | None = None
     logit_bias: LogitBias | None = None
     user: Text | None = None
+    # OpenAI's newer name for a stable end-user id; either one assigns experiment arms.
+    safety_identifier: Text | None = None
+
+    def unit_id(self) -> str | None:
+        return self.safety_identifier or self.user
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -603,3 +608,41 @@ class OllamaError(Body):
     """Every non-2xx answer under /api."""
 
     error: str
+
+
+# -- feedback (ours, on both APIs' answers) -------------------------------------------------
+
+
+class FeedbackRequest(Wire):
+    """POST /v1/feedback: a thumbs rating of one answer, or a vote between two."""
+
+    response_id: NonEmptyText | None = None
+    rating: Literal[1, -1] | None = None
+    reason: Annotated[Text, Field(max_length=200)] | None = None
+    comment: Text | None = None
+    tags: list[Annotated[Text, Field(max_length=64)]] | None = None
+    response_ids: Annotated[list[NonEmptyText], Field(min_length=2, max_length=2)] | None = None
+    winner: Literal["a", "b", "tie", "both_bad"] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FeedbackRequest:
+        if self.response_ids is not None:
+            if self.winner is None:
+                raise ValueError("a vote between response_ids needs winner: a, b, tie or both_bad")
+            if self.response_id is not None or self.rating is not None:
+                raise ValueError("send either response_id + rating, or response_ids + winner")
+        elif self.response_id is None or self.rating is None:
+            raise ValueError("send response_id with rating 1 or -1 (or response_ids + winner)")
+        return self
+
+
+class FeedbackResponse(Body):
+    """What a rating or vote stored."""
+
+    response_id: str | None = None
+    rating: int | None = None
+    vote_id: int | None = None
+    experiment: str | None = None
+    arm: str | None = None
+    version: str | None = None
+    created: bool

@@ -1,0 +1,1 @@
+"""A/B experiments and rollouts: assignment, definitions, feedback, statistics."""

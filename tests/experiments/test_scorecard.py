@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from astra_tune.experiments.store import ExperimentStore, parse_spec
 from astra_tune.experiments.tables import FeedbackRow, ResponseRow, VoteRow
 from astra_tune.registry.index import session
 from astra_tune.registry.store import Registry
+from tests.cli_runner import run_astra
 
 
 @pytest.fixture
@@ -123,3 +126,22 @@ def test_rate_sequence_holds_at_every_look() -> None:
                 escaped += 1
                 break
     assert escaped / 200 < 0.05
+
+
+def test_status_writes_an_html_report_with_the_rate_plot(
+    tmp_path: Path, store: ExperimentStore
+) -> None:
+    _traffic(store, {"control": 300, "candidate": 300}, {"control": 0.4, "candidate": 0.8})
+    page = tmp_path / "report.html"
+    shown = run_astra("experiment", "status", "ab", "--html", str(page),
+                      env={"ASTRA_HOME": str(tmp_path / "home")})  # fmt: skip
+    assert shown.exit_code == 0, shown.stderr
+    assert "decision: winner: candidate" in shown.stdout
+    html = page.read_text()
+    assert "decision: winner: candidate" in html
+    assert html.count("<tr>") == 3  # header + two arms
+    assert "data:image/png;base64," in html
+    as_json = run_astra("experiment", "status", "ab", "--json",
+                        env={"ASTRA_HOME": str(tmp_path / "home")})  # fmt: skip
+    card = json.loads(as_json.stdout)
+    assert [a["requests"] for a in card["arms"]] == [300, 300]

@@ -109,6 +109,9 @@ def list_() -> None:
 def status(
     name: str = typer.Argument(..., help="Experiment name."),
     as_json: bool = typer.Option(False, "--json", help="The scorecard as JSON."),
+    report: Path | None = typer.Option(
+        None, "--html", help="Also write the scorecard with its plot as an HTML page here."
+    ),
 ) -> None:
     """The scorecard: per arm traffic, thumbs-up rate (always-valid 95% interval), latency,
     errors, the sample-ratio test, pairwise ratings, and the decision."""
@@ -117,7 +120,13 @@ def status(
     from astra_tune.experiments.scorecard import scorecard
 
     store = _store()
-    card = scorecard(store.engine, store.get(name))
+    experiment = store.get(name)
+    if report is not None:
+        from astra_tune.experiments.report import write_report
+
+        card = write_report(store.engine, experiment, report)
+    else:
+        card = scorecard(store.engine, experiment)
     console = stdout_console()
     if as_json:
         console.print_json(json.dumps(card.as_dict()))
@@ -152,6 +161,8 @@ def status(
     srm = "-" if card.srm_p is None else f"p = {card.srm_p:.3g}"
     console.print(f"sample ratio: {srm}", highlight=False)
     console.print(f"[bold]decision: {card.decision}[/] ({card.reason})", highlight=False)
+    if report is not None:
+        console.print(f"report: {report}", highlight=False)
 
 
 def _pct(value: float | None) -> str:
@@ -207,3 +218,23 @@ def _yaml(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError("an experiment config must be a mapping", where=str(path))
     return loaded
+
+
+@app.command("export")
+def export(
+    name: str = typer.Argument(..., help="Experiment name."),
+    out: Path = typer.Option(Path("."), "--out", "-o", help="Directory for the two files."),
+) -> None:
+    """Feedback as Open WebUI's JSONL (plus arm and version), and pairwise votes as
+    preference records `astra data prepare` reads."""
+    from astra_tune.experiments.export import export_feedback
+
+    store = _store()
+    done = export_feedback(store.engine, store.get(name), out)
+    stdout_console().print(
+        f"[green]exported:[/] {done.ratings} ratings and {done.votes} votes -> {done.feedback}\n"
+        f"  {done.pairs} preference pairs -> {done.preferences}"
+        + (f" ({done.skipped_pairs} votes skipped: ties, both bad, or different prompts)"
+           if done.skipped_pairs else ""),
+        highlight=False,
+    )  # fmt: skip

@@ -143,9 +143,7 @@ def main() -> None:
         "seconds": seconds,
         "runs": {name: trained(args.out / f"docs-{name}") for name in arms},
         "recall": {name: bootstrap(values) for name, values in scores.items()},
-        "minus_baseline": {
-            name: bootstrap(scores[name] - scores[arms[0]]) for name in arms[1:]
-        },
+        "minus_baseline": {name: bootstrap(scores[name] - scores[arms[0]]) for name in arms[1:]},
         # What augmentation adds, against the plain arm trained the same way.
         "augmented_minus_plain": {
             f"{name} - {plain}": bootstrap(scores[name] - scores[plain])

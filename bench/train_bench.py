@@ -234,11 +234,18 @@ def run_worker(name: str, prepared: Path, steps: int, dtype: str) -> dict[str, A
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6, help="measured steps (after 1 warm-up)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                        help="training dtype of every contender (auto: what astra train picks)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="training dtype of every contender (auto: what astra train picks)",
+    )
     parser.add_argument("--memory", action="store_true", help="also full / LoRA / QLoRA table")
-    parser.add_argument("--compile", action="store_true",
-                        help="also the dense loop with torch.compile per decoder layer")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also the dense loop with torch.compile per decoder layer",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--only", default="trl,astra-lora,dense", help="comparison workers to run (comma-separated)"
@@ -271,8 +278,11 @@ def main() -> None:
         "dtype": dtype, "matmul_peak_flops": peaks, "linear_parameters": n_linear,
         "data": prepared[1],
     }  # fmt: skip
-    contenders = [("trl", dtype, "(a) TRL SFTTrainer defaults"),
-                  ("astra-lora", dtype, "(b) astra train"), ("dense", dtype, "(c) dense baseline")]
+    contenders = [
+        ("trl", dtype, "(a) TRL SFTTrainer defaults"),
+        ("astra-lora", dtype, "(b) astra train"),
+        ("dense", dtype, "(c) dense baseline"),
+    ]
     if dtype != "float32":
         contenders.append(("astra-lora", "float32", "(d) astra train, float32"))
     if args.compile:

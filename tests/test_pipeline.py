@@ -53,8 +53,10 @@ def test_stages_run_then_skip_and_forced_stages_only_ripple_on_change(
 ) -> None:
     path = tiny_recipe(tmp_path, tiny_model_dir)
     first = run_pipeline(load_recipe(path))
-    assert statuses(first) == {**dict.fromkeys(("data", "train", "eval", "export", "push"), "ran"),
-                               "augment": "nothing to do"}
+    assert statuses(first) == {
+        **dict.fromkeys(("data", "train", "eval", "export", "push"), "ran"),
+        "augment": "nothing to do",
+    }
     assert first.reference == "tiny-pipeline:1.0.0"
     figures = {s.name: s.figures for s in first.stages}
     assert figures["data"]["records"].startswith("train ")

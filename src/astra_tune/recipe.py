@@ -291,7 +291,6 @@ class DataConfig(Section):
         return value
 
 
-
 class LoraConfig(Section):
     """LoRA adapter shape (PEFT)."""
 

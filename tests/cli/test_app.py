@@ -24,6 +24,7 @@ def test_help_lists_exactly_the_command_groups_that_exist() -> None:
         "quickstart",
         "recipe",
         "registry",
+        "rollout",
         "run",
         "serve",
         "train",

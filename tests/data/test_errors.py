@@ -110,8 +110,17 @@ def test_mixed_shapes(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 def test_a_forced_format_that_does_not_fit_says_so(tmp_path: Path, tiny_model_dir: Path) -> None:
     source = tmp_path / "chats.jsonl"
-    source.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                               {"role": "assistant", "content": "yo"}]}) + "\n")
+    source.write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "yo"},
+                ]
+            }
+        )
+        + "\n"
+    )
     error = fail(tmp_path, tiny_model_dir, [str(source)], format="alpaca")
     assert error.where == f"{source}:1"
     assert error.what == "this row is not alpaca, the format asked for: it looks like openai"

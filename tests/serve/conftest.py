@@ -82,4 +82,3 @@ def server(tiny_gguf_file: Path) -> Iterator[Server]:
     running = start_server(tiny_gguf_file)
     yield running
     stop(running)
-

@@ -33,11 +33,16 @@ NAN = _raw(f'{{"model": "{MODEL}", "messages": [{{"role": "user", "content": "x"
 
 # (route, body, the field the error must name or a phrase it must contain)
 OPENAI_CASES: list[tuple[str, Any, str]] = [
-    ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": 123}]},
-     "messages[0].content"),
-    ("/v1/chat/completions",
-     {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
-     "messages[0].content[0].text"),
+    (
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": 123}]},
+        "messages[0].content",
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+        "messages[0].content[0].text",
+    ),
     ("/v1/chat/completions", _chat(max_tokens="ten"), "max_tokens"),
     ("/v1/chat/completions", _chat(max_tokens="ten", stream=True), "max_tokens"),
     ("/v1/chat/completions", SURROGATE, "surrogate"),
@@ -53,19 +58,34 @@ OPENAI_CASES: list[tuple[str, Any, str]] = [
     ("/v1/chat/completions", _chat(max_tokens=-3), "max_tokens"),
     ("/v1/chat/completions", _chat(max_tokens=2.5), "max_tokens"),
     ("/v1/chat/completions", _chat(max_tokens=True), "max_tokens"),
-    ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]},
-     "messages[0].role"),
+    (
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]},
+        "messages[0].role",
+    ),
     ("/v1/chat/completions", _chat(stream="yes"), "stream"),
     ("/v1/chat/completions", _chat(n=2), "n=1"),
     ("/v1/chat/completions", _chat(logit_bias={"hello": 1}), "token ids"),
     ("/v1/chat/completions", _chat(logit_bias={"\u00b2": 1}), "token ids"),
     ("/v1/chat/completions", _chat(logit_bias={"99999999": 1}), "logit_bias names token"),
-    ("/v1/chat/completions", _chat(logit_bias={"99999999": 1}, stream=True),
-     "logit_bias names token"),
-    ("/v1/chat/completions",
-     {"model": MODEL, "messages": [{"role": "user", "content": [
-         {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
-     "'image_url' are not supported"),
+    (
+        "/v1/chat/completions",
+        _chat(logit_bias={"99999999": 1}, stream=True),
+        "logit_bias names token",
+    ),
+    (
+        "/v1/chat/completions",
+        {
+            "model": MODEL,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                }
+            ],
+        },
+        "'image_url' are not supported",
+    ),
     ("/v1/chat/completions", b"\xc3\x28{", "request body"),
     ("/v1/chat/completions", b"", "request body is required"),
     ("/v1/chat/completions", [1, 2], "JSON object"),
@@ -73,18 +93,29 @@ OPENAI_CASES: list[tuple[str, Any, str]] = [
 ]
 OLLAMA_CASES: list[tuple[str, Any, str]] = [
     ("/api/chat", {"model": MODEL, "messages": ["hi"]}, "messages[0]"),
-    ("/api/chat", {"model": MODEL, "messages": [{"role": "user", "content": 5}]},
-     "messages[0].content"),
-    ("/api/chat", {"model": MODEL, "messages": [{"role": "robot", "content": "x"}]},
-     "messages[0].role"),
+    (
+        "/api/chat",
+        {"model": MODEL, "messages": [{"role": "user", "content": 5}]},
+        "messages[0].content",
+    ),
+    (
+        "/api/chat",
+        {"model": MODEL, "messages": [{"role": "robot", "content": "x"}]},
+        "messages[0].role",
+    ),
     ("/api/generate", {"model": MODEL, "prompt": 42}, "prompt"),
-    ("/api/generate", {"model": MODEL, "prompt": "x", "options": {"temperature": "hot"}},
-     "temperature"),
-    ("/api/generate", {"model": MODEL, "prompt": "x", "options": {"temprature": 1}},
-     "unknown option"),
+    (
+        "/api/generate",
+        {"model": MODEL, "prompt": "x", "options": {"temperature": "hot"}},
+        "temperature",
+    ),
+    (
+        "/api/generate",
+        {"model": MODEL, "prompt": "x", "options": {"temprature": 1}},
+        "unknown option",
+    ),
     ("/api/generate", {"model": MODEL, "prompt": "x", "stream": "yes"}, "stream"),
-    ("/api/generate", {"model": MODEL, "prompt": "x", "format": {"type": "object"}},
-     "JSON schema"),
+    ("/api/generate", {"model": MODEL, "prompt": "x", "format": {"type": "object"}}, "JSON schema"),
     ("/api/embed", {"model": MODEL, "input": ""}, "input"),
     ("/api/show", {}, "'model' is required"),
     ("/api/chat", b"{not json", "not JSON"),
@@ -187,9 +218,7 @@ def test_renamed_roles_and_null_content_are_read_as_before(http: httpx.Client) -
     assert renamed.status_code == 200, renamed.text
 
 
-def test_create_refuses_an_adapter_that_does_not_fit(
-    server: Server, tiny_gguf_file: Path
-) -> None:
+def test_create_refuses_an_adapter_that_does_not_fit(server: Server, tiny_gguf_file: Path) -> None:
     client = ollama.Client(host=server.url)
     digest = client.create_blob(tiny_gguf_file)
     with pytest.raises(ollama.ResponseError) as refused:  # the model itself, as an adapter
@@ -226,9 +255,9 @@ def test_openapi_describes_the_real_bodies(http: httpx.Client) -> None:
     assert generate["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/GenerateRequest"
     )
-    assert generate["responses"]["400"]["content"]["application/json"]["schema"][
-        "$ref"
-    ].endswith("/OllamaError")
+    assert generate["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/OllamaError"
+    )
 
 
 def test_create_refuses_requantizing_with_the_reason(

@@ -95,8 +95,7 @@ def top_two_gap(gguf: Path, prompt: list[int], tokens: list[int]) -> float:
 def engines(default_gguf_file: Path):  # type: ignore[no-untyped-def]
     model = from_gguf(default_gguf_file)
     made = [
-        LlamaEngine(model, n_ctx=1024, n_threads=None, max_queue=8, parallel=4)
-        for _ in range(2)
+        LlamaEngine(model, n_ctx=1024, n_threads=None, max_queue=8, parallel=4) for _ in range(2)
     ]
     yield made
     for engine in made:

@@ -61,8 +61,11 @@ def test_same_user_same_arm_on_both_apis_and_servers_then_promotion(
         moved = run_astra("experiment", "weights", "wren-ab", "--arm", "control=0",
                           "--arm", "candidate=100", env=env)  # fmt: skip
         assert moved.exit_code == 0, moved.stderr
+        # Wait on a user who was in control: one already on the candidate would end the
+        # wait before either server had read the new weights.
+        mover = next(u for u, (_, arm, _) in first.items() if arm == "control")
         deadline = time.monotonic() + 20
-        while {_openai(url, "user-0")[1] for url in (a, b)} != {"candidate"}:
+        while {_openai(url, mover)[1] for url in (a, b)} != {"candidate"}:
             assert time.monotonic() < deadline, "the new weights never reached both servers"
             time.sleep(0.3)
         # Candidates stay candidates: everyone is now on the candidate.

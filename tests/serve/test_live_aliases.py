@@ -84,7 +84,7 @@ def test_two_servers_follow_tag_and_rollback_done_by_the_cli(
         rolled = run_astra("registry", "rollback", "orrery", "production", env=env)
         assert rolled.exit_code == 0, rolled.stderr
         _wait_for(urls, "1.0.0")
-        reloads = servers[0].metrics()['astra:registry_reloads_total{outcome=changed}']
+        reloads = servers[0].metrics()["astra:registry_reloads_total{outcome=changed}"]
         assert reloads >= 2
     finally:
         for server in servers:

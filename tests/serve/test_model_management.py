@@ -74,9 +74,7 @@ def test_equal_parameters_share_one_params_blob(tiny_gguf_file: Path, tmp_path: 
     def params_blob(name: str) -> tuple[str, dict[str, object]]:
         version = Registry(home / "registry").resolve(name)
         layers = [
-            layer
-            for layer in version.manifest["layers"]
-            if KIND_OF[layer["mediaType"]] == "params"
+            layer for layer in version.manifest["layers"] if KIND_OF[layer["mediaType"]] == "params"
         ]
         assert len(layers) == 1
         return layers[0]["digest"], version.params

@@ -19,6 +19,7 @@ from astra_tune.cli import (
     ollama,
     recipe,
     registry,
+    rollout,
     run,
     serve,
     train,
@@ -49,6 +50,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(recipe.app, name="recipe")
 app.add_typer(registry.app, name="registry")
 app.add_typer(experiment.app, name="experiment")
+app.add_typer(rollout.app, name="rollout")
 app.add_typer(ollama.push_app, name="push")
 
 

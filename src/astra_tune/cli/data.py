@@ -31,7 +31,8 @@ app = typer.Typer(help="Data: prepare sources into train/val/test, inspect the r
 @app.command("prepare")
 def prepare(
     sources: list[str] = typer.Argument(
-        None, help="Files, directories, builtin:NAME, hub ids or docs URLs to crawl (default: the "
+        None,
+        help="Files, directories, builtin:NAME, hub ids or docs URLs to crawl (default: the "
         "recipe's sources).",
     ),
     output: Path = typer.Option(..., "-o", "--output", help="Directory to write the splits to."),

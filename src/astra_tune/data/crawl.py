@@ -76,10 +76,9 @@ def in_scope(url: str, start: str) -> bool:
     """Same scheme and host as `start`, and under its directory."""
     target, origin = urlsplit(url), urlsplit(start)
     prefix = origin.path if origin.path.endswith("/") else origin.path.rsplit("/", 1)[0] + "/"
-    return (
-        (target.scheme, target.netloc) == (origin.scheme, origin.netloc)
-        and (target.path or "/").startswith(prefix)
-    )
+    return (target.scheme, target.netloc) == (origin.scheme, origin.netloc) and (
+        target.path or "/"
+    ).startswith(prefix)
 
 
 def links(html: str, base: str) -> list[str]:

@@ -146,9 +146,7 @@ def normalize(row: dict[str, Any], fmt: str) -> Record:
     return record
 
 
-def check_row(
-    row: dict[str, Any], fmt: str, location: str, first: str | None
-) -> None:
+def check_row(row: dict[str, Any], fmt: str, location: str, first: str | None) -> None:
     """Raise a DataError if `row` lacks the fields of the file's format.
 
     `first`: where the row that set the format by detection is; None when the format was

@@ -104,8 +104,9 @@ def scorecard(engine: Any, experiment: Experiment) -> Scorecard:
         ]
     since = datetime.fromisoformat(experiment.weights_since)
     cards = [
-        _arm_card(experiment, arm.name, arm.weight, [r for r in responses if r.arm == arm.name],
-                  ratings)
+        _arm_card(
+            experiment, arm.name, arm.weight, [r for r in responses if r.arm == arm.name], ratings
+        )
         for arm in experiment.arms
     ]
     counts = [
@@ -116,9 +117,7 @@ def scorecard(engine: Any, experiment: Experiment) -> Scorecard:
     names = [arm.name for arm in experiment.arms]
     if votes:
         strengths, intervals = bradley_terry_intervals(names, votes)
-        cards = [
-            _with_strength(card, strengths[card.arm], intervals[card.arm]) for card in cards
-        ]
+        cards = [_with_strength(card, strengths[card.arm], intervals[card.arm]) for card in cards]
     control = next(c for c in cards if c.arm == experiment.control)
     comparisons = [_compare(control, c, experiment.min_samples) for c in cards if c is not control]
     decision, reason = _decide(experiment, cards, comparisons, srm)

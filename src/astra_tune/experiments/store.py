@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from astra_tune.errors import AstraError, ConfigError, Problem
-from astra_tune.experiments.tables import ArmRow, ExperimentRow, create_tables
+from astra_tune.experiments.tables import ArmRow, ExperimentRow, RolloutRow, create_tables
 from astra_tune.registry.index import now, session
 from astra_tune.registry.names import parse_reference
 from astra_tune.registry.store import Registry, RegistryError
@@ -132,6 +132,16 @@ class ExperimentStore:
                     ExperimentRow.model == model, ExperimentRow.status == "running"
                 )
             ).first()
+            active = RolloutRow.status.in_(("running", "paused"))
+            rolling = db.scalars(
+                select(RolloutRow).where(RolloutRow.model == model, active)
+            ).first()
+            if rolling is not None:
+                raise ExperimentError(
+                    f"{model} is in rollout {rolling.name}",
+                    where="model",
+                    fix=f"let it finish or abort it: astra rollout abort {rolling.name}",
+                )
             if busy is not None:
                 raise ExperimentError(
                     f"{model} is already in experiment {busy.name!r}",

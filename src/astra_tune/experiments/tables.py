@@ -112,3 +112,29 @@ class VoteRow(Base):
 def create_tables(engine: Engine) -> None:
     """Create whichever experiment tables the database lacks (idempotent)."""
     Base.metadata.create_all(engine)
+
+
+class RolloutRow(Base):
+    """A canary or blue-green rollout of a candidate version behind a served name."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # rollout-<model>-<n>
+    model: Mapped[str] = mapped_column(String(200), index=True)  # served name, name:tag
+    stable: Mapped[str] = mapped_column(String(200))  # name:X.Y.Z the alias held at start
+    candidate: Mapped[str] = mapped_column(String(200))  # name:X.Y.Z
+    strategy: Mapped[str] = mapped_column(String(16))  # canary | blue-green
+    steps: Mapped[list[float]] = mapped_column(JSON)
+    step: Mapped[int] = mapped_column(Integer, default=0)  # index into steps
+    weight: Mapped[float] = mapped_column(Float)  # candidate's share now, percent
+    interval_s: Mapped[float] = mapped_column(Float)
+    failure_limit: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    guardrails: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))  # running|paused|done|rolled_back|aborted
+    salt: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    step_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    revision: Mapped[int] = mapped_column(Integer, default=1)

@@ -151,5 +151,3 @@ def _peft_scale(settings: dict[str, Any], module: str, rank: int) -> float:
     if settings.get("use_rslora"):
         return alpha / math.sqrt(rank)
     return alpha / rank
-
-

@@ -356,9 +356,7 @@ def _check_template_and_stops(
 def _check_trained_answer(llm: Any, reference: Reference, report: FileReport) -> None:
     """A trained answer (or a plain question's) ends at the end-of-turn token, as in PyTorch."""
     assert reference.stop_prompt is not None
-    answer = _llama_greedy(
-        llm, reference.stop_prompt, set(reference.eog_ids), reference.stop_limit
-    )
+    answer = _llama_greedy(llm, reference.stop_prompt, set(reference.eog_ids), reference.stop_limit)
     report.stops_at_eot = bool(answer) and answer[-1] in reference.eog_ids
     if reference.stop_answer is not None:
         text = llm.detokenize(answer[:-1] if report.stops_at_eot else answer)

@@ -73,8 +73,7 @@ def push_to_ollama(
     client = ollama.Client(host=url)
     blobs: dict[str, dict[str, str]] = {"files": {}, "adapters": {}}
     filenames = {
-        layer["digest"]: annotation(layer, FILENAME)
-        for layer in version.manifest["layers"]
+        layer["digest"]: annotation(layer, FILENAME) for layer in version.manifest["layers"]
     }
     paths = [("files", gguf)] + ([("adapters", version.adapter)] if version.adapter else [])
     for kind, path in paths:

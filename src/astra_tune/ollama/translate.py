@@ -378,8 +378,7 @@ def _user_open_and_system(
         if placed is not None:
             return placed, parts
     raise _refuse(
-        "no consistent text opens a user turn (the first and later user turns start "
-        "differently)"
+        "no consistent text opens a user turn (the first and later user turns start differently)"
     )
 
 
@@ -407,9 +406,7 @@ def _system_placement(
     return "block"
 
 
-def _empty_system_is_absent(
-    render: Render, style: str, user_only: str, system_user: str
-) -> bool:
+def _empty_system_is_absent(render: Render, style: str, user_only: str, system_user: str) -> bool:
     """Whether an empty system message renders as no system message at all."""
     if style == "none":
         return False

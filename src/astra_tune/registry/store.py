@@ -380,9 +380,7 @@ class Registry:
             query = select(TagEventRow).where(TagEventRow.name == validate_name(name))
             known = db.scalars(select(TagEventRow.id).where(TagEventRow.name == name)).first()
             if known is None and self._newest(db, name) is None:
-                raise VersionNotFoundError(
-                    f"no model named {name!r}", fix=self._known(db, name)
-                )
+                raise VersionNotFoundError(f"no model named {name!r}", fix=self._known(db, name))
             if alias is not None:
                 query = query.where(TagEventRow.tag == alias)
             return [

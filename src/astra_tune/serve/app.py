@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from astra_tune import __version__
 from astra_tune.errors import ConfigError
 from astra_tune.experiments.records import Recorder
+from astra_tune.experiments.rollout import RolloutStore
 from astra_tune.experiments.store import ExperimentStore
 from astra_tune.registry.store import Registry
 from astra_tune.serve.catalog import build_catalog
@@ -247,10 +248,12 @@ async def _watch_registry(state: ServerState) -> None:
     process or machine sharing the registry."""
     assert state.registry is not None
     registry = state.registry
-    experiments = ExperimentStore(registry)
+    experiments, rollouts = ExperimentStore(registry), RolloutStore(registry)
 
     def marker() -> tuple[Any, ...]:
-        return registry.change_marker(), experiments.change_marker()
+        # Advancing rollouts first: a step it moves shows in the marker at once.
+        rollouts.tick()
+        return registry.change_marker(), experiments.change_marker(), rollouts.change_marker()
 
     def reload() -> list[str]:
         return state.reload_registry() + state.reload_experiments()

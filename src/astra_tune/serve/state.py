@@ -17,9 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from astra_tune.errors import AstraError
 from astra_tune.experiments.assignment import assign, request_unit
 from astra_tune.experiments.records import Recorder, Trace
+from astra_tune.experiments.rollout import Rollout, RolloutStore
 from astra_tune.experiments.store import Experiment, ExperimentStore, served_name
-from astra_tune.registry.store import Registry, RegistryError
-from astra_tune.serve.catalog import Catalog, ServedModel, from_registry, registry_references
+from astra_tune.registry.store import Registry
+from astra_tune.serve.catalog import Catalog, ServedModel, from_registry
 from astra_tune.serve.engine import EnginePool, Finished, LlamaEngine, submit_job
 from astra_tune.serve.errors import BadRequestError, ShuttingDownError
 from astra_tune.serve.metrics import ServerMetrics
@@ -53,6 +54,8 @@ class ServerState:
     # Running experiments by the served name they take over (`name:tag`).
     experiments: dict[str, Experiment] = field(default_factory=dict)
     recorder: Recorder | None = None  # keeps every answer's record (with a registry)
+    # Canary rollouts in progress (running or paused), by the served name they shift.
+    rollouts: dict[str, Rollout] = field(default_factory=dict)
 
     async def engine(self, model: ServedModel) -> LlamaEngine:
         """The loaded engine for `model` (loading it, off the event loop, if needed)."""
@@ -173,30 +176,35 @@ class ServerState:
             header=request.headers.get(USER_HEADER),
             api_key=given[7:].strip() if given.lower().startswith("bearer ") else None,
         )
-        experiment = self.experiments.get(_served(name))
-        arm = None
-        if experiment is None:
-            model = self.catalog.get(name)
-        else:
+        key = _served(name)
+        experiment, rollout = self.experiments.get(key), self.rollouts.get(key)
+        split = None  # (experiment or rollout name, arm, reference)
+        if experiment is not None:
             arm = experiment.arm(assign(experiment.salt, unit.id, experiment.weights(),
                                         experiment.control))  # fmt: skip
-            model = self.catalog.get(arm.reference)
-            shared.update(astra_experiment=experiment.name, astra_arm=arm.name)
-            self.metrics.assignments.labels(experiment.name, arm.name, model.version,
-                                            unit.kind).inc()  # fmt: skip
+            split = (experiment.name, arm.name, arm.reference)
+        elif rollout is not None:
+            side = assign(rollout.salt, unit.id, rollout.weights(), "stable")
+            split = (rollout.name, side, rollout.reference(side))
+        if split is None:
+            model = self.catalog.get(name)
+        else:
+            model = self.catalog.get(split[2])
+            shared.update(astra_experiment=split[0], astra_arm=split[1])
+            self.metrics.assignments.labels(split[0], split[1], model.version, unit.kind).inc()
         shared["astra_version"] = model.version
         if prefix is None:
             return model, None
         trace = Trace(
             id=Trace.new_id(prefix), api=api, requested=name, served=model.name,
             version=model.version, unit=unit,
-            experiment=experiment.name if experiment else None, arm=arm.name if arm else None,
+            experiment=split[0] if split else None, arm=split[1] if split else None,
         )  # fmt: skip
         shared["astra_response_id"] = trace.id
         return model, trace
 
     def reload_experiments(self) -> list[str]:
-        """Read the running experiments again; the names of those that changed."""
+        """Read the running experiments and rollouts again; the names of those that changed."""
         registry = self.require_registry()
         running: dict[str, Experiment] = {}
         for experiment in ExperimentStore(registry).list(running_only=True):
@@ -208,6 +216,16 @@ class ServerState:
         changed = {e.name for k, e in running.items() if self.experiments.get(k) != e}
         changed |= {e.name for k, e in self.experiments.items() if k not in running}
         self.experiments = running
+        rollouts: dict[str, Rollout] = {}
+        for rollout in RolloutStore(registry).list(active_only=True):
+            problem = self._serve_all(registry, [rollout.stable, rollout.candidate])
+            if problem:
+                log.warning("not routing rollout %s: %s", rollout.name, problem)
+                continue
+            rollouts[rollout.model] = rollout
+        changed |= {r.name for k, r in rollouts.items() if self.rollouts.get(k) != r}
+        changed |= {r.name for k, r in self.rollouts.items() if k not in rollouts}
+        self.rollouts = rollouts
         return sorted(changed)
 
     def _unroutable(self, registry: Registry, experiment: Experiment) -> str | None:
@@ -215,15 +233,19 @@ class ServerState:
         if len(experiment.arms) > self.settings.max_loaded:
             return (f"{len(experiment.arms)} arms, but {self.settings.max_loaded} models kept "
                     "loaded (raise --max-loaded)")  # fmt: skip
+        return self._serve_all(registry, [arm.reference for arm in experiment.arms])
+
+    def _serve_all(self, registry: Registry, references: list[str]) -> str | None:
+        """Put every reference in the catalog (a server given explicit names still serves
+        each arm's version); what stops one, if anything does."""
         served = {m.name for m in self.catalog.all()}
-        for arm in experiment.arms:
-            if served_name(arm.reference) in served:
+        for reference in references:
+            if served_name(reference) in served:
                 continue
             try:
-                # A server given explicit names still serves every arm's version.
-                self.catalog.add(from_registry(registry, arm.reference))
-            except RegistryError as exc:
-                return f"arm {arm.name}: {exc.what}"
+                self.catalog.add(from_registry(registry, reference))
+            except AstraError as exc:
+                return f"{reference}: {exc.what}"
         return None
 
     def refresh(self, name: str) -> None:
@@ -245,14 +267,27 @@ class ServerState:
         """
         registry = self.require_registry()
         served = {m.name: m for m in self.catalog.from_registry()}
+        # What every name:version and name:alias points at now, in one query: names whose
+        # version did not change keep their entry without their files being read again.
+        current = {
+            f"{v['name']}:{tag}": v["version"]
+            for v in registry.list_versions()
+            for tag in [v["version"], *v["aliases"]]
+        }
         whole = not self.settings.models and not self.settings.upstreams
-        wanted = set(registry_references(registry)) if whole else set(served)
+        wanted = set(current) if whole else set(served)
         changed = []
         for name in sorted(wanted | set(served)):
-            try:
-                model = from_registry(registry, name) if name in wanted else None
-            except RegistryError:
-                model = None  # removed elsewhere: stop answering to it
+            if name in served and current.get(name) == served[name].version:
+                continue
+            model = None
+            if name in current and name in wanted:
+                try:
+                    model = from_registry(registry, name)
+                except AstraError as exc:
+                    # A version whose files are missing or broken stops being served;
+                    # the other names still reload.
+                    log.warning("not serving %s: %s", name, exc.what)
             if model == served.get(name):
                 continue
             changed.append(name)

@@ -70,9 +70,7 @@ def train_model(
         return _train(recipe, layout, resume, console)
 
 
-def _train(
-    recipe: Recipe, layout: RunLayout, resume: bool, console: Console | None
-) -> TrainResult:
+def _train(recipe: Recipe, layout: RunLayout, resume: bool, console: Console | None) -> TrainResult:
     config = recipe.train
     run_dir = layout.root
     checkpoint = _starting_point(layout, resume)
@@ -132,9 +130,7 @@ def _train(
     with staged_dir(output) as staging:
         trainer.save_model(str(staging))
         tokenizer.save_pretrained(staging)
-    write_text(
-        layout.recipe_file, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
-    )
+    write_text(layout.recipe_file, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     lineage = build_lineage(recipe, data_dir, dtype=dtype, trainable=trainable, total=total)
     lineage["steps"] = trainer.state.global_step
     lineage["sizing"] = asdict(sizing)

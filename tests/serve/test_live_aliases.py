@@ -45,6 +45,24 @@ def test_a_server_given_names_keeps_to_them(two_versions: Registry) -> None:
     assert state.catalog.get("orrery:production").version == "1.0.1"
 
 
+def test_after_a_move_the_alias_is_answered_by_the_new_versions_weights(
+    two_versions: Registry,
+) -> None:
+    state = build_server(ServeSettings(models=["orrery:production"]), two_versions)
+    try:
+        before = state.pool.get(state.catalog.get("orrery:production"))
+        Registry(two_versions.root).tag("orrery:1.0.1", "production")
+        assert state.reload_registry() == ["orrery:production"]
+        after = state.pool.get(state.catalog.get("orrery:production"))
+        assert after is not before
+        assert after.model.version == "1.0.1"
+        assert after.model.gguf in two_versions.resolve("orrery:1.0.1").models.values()
+        assert before.model.gguf != after.model.gguf
+        assert sorted(state.pool.engines) == ["orrery:1.0.0", "orrery:1.0.1"]
+    finally:
+        state.pool.close()
+
+
 def _versions(url: str) -> tuple[str, str]:
     """The version header on an OpenAI and an Ollama chat answer from `url`."""
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)

@@ -43,6 +43,18 @@ class ServedModel:
     def base_name(self) -> str:
         return self.name.split(":")[0]
 
+    @property
+    def engine_key(self) -> str:
+        """What a loaded engine is kept under: the version, not the alias that found it.
+
+        Keying by the requested name would keep serving the old weights under an alias
+        after it moves; keying by version lets `orrery:production` and `orrery:1.1.0`
+        share one engine.
+        """
+        if self.version in ("file", "upstream"):
+            return self.name
+        return f"{self.base_name}:{self.version}"
+
 
 class Catalog:
     """Served names -> ServedModel; `name` alone means `name:latest`, as in Ollama."""

@@ -257,7 +257,7 @@ class LlamaEngine:
 
 
 class EnginePool:
-    """Loaded engines by model name: at most `max_loaded`, least recently used goes first."""
+    """Loaded engines by `ServedModel.engine_key`: at most `max_loaded`, least recent out first."""
 
     def __init__(
         self,
@@ -285,7 +285,8 @@ class EnginePool:
 
     def get(self, model: ServedModel) -> LlamaEngine:
         with self._lock:
-            engine = self.engines.get(model.name)
+            key = model.engine_key
+            engine = self.engines.get(key)
             if engine is None:
                 self._make_room()
                 # A Modelfile's PARAMETER num_ctx sizes that model's context, as in Ollama.
@@ -304,9 +305,9 @@ class EnginePool:
                     batch_tokens=self.batch_tokens,
                     on_step=self.on_step,
                 )
-                self.engines[model.name] = engine
-            self.engines.move_to_end(model.name)
-            self.expires[model.name] = time.time() + self.keep_alive
+                self.engines[key] = engine
+            self.engines.move_to_end(key)
+            self.expires[key] = time.time() + self.keep_alive
             return engine
 
     def _make_room(self) -> None:
@@ -316,9 +317,10 @@ class EnginePool:
                 break  # everything is busy: go over the cap rather than fail the request
             self.unload(idle[0])
 
-    def unload(self, name: str) -> None:
-        engine = self.engines.pop(name, None)
-        self.expires.pop(name, None)
+    def unload(self, key: str) -> None:
+        """Close the engine kept under `key` (a `ServedModel.engine_key`), if loaded."""
+        engine = self.engines.pop(key, None)
+        self.expires.pop(key, None)
         if engine is not None:
             engine.close()
 

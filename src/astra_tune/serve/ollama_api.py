@@ -183,7 +183,7 @@ async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
     model, _ = state.route(request, body.model, api="ollama")
     started = time.perf_counter()
     vectors, tokens = await state.embed(model, body.texts())
-    loaded = state.pool.engines.get(model.name)
+    loaded = state.pool.engines.get(model.engine_key)
     return EmbedResponse(
         model=model.name,
         embeddings=vectors,

@@ -137,7 +137,7 @@ async def delete(body: DeleteRequest, request: Request) -> Response:
     state = get_state(request)
     registry = state.require_registry()
     model = state.catalog.get(body.target)
-    await run_in_threadpool(state.pool.unload, model.name)
+    await run_in_threadpool(state.pool.unload, model.engine_key)
     if model.version != "file":
         reference = (
             model.name

@@ -161,7 +161,7 @@ def test_pause_stops_checks_abort_sends_everyone_back(store: RolloutStore) -> No
     assert (aborted.status, aborted.weight) == ("aborted", 0)
     assert aborted.history[-1] == {"at": aborted.history[-1]["at"], "event": "aborted",
                                    "reason": "saw bad answers"}  # fmt: skip
-    with pytest.raises(ExperimentError, match="is aborted, not running or paused"):
+    with pytest.raises(ExperimentError, match="is aborted, not warming or running or paused"):
         store.abort(rollout.name)
 
 
@@ -209,7 +209,7 @@ def test_cli_starts_shows_and_aborts(tmp_path: Path, two_versions: Registry) -> 
     assert "orrery:production serves orrery:1.0.0 only" in aborted.stdout
     again = run_astra("rollout", "abort", name, env=env)
     assert again.exit_code == 2
-    assert "is aborted, not running or paused" in again.stderr
+    assert "is aborted, not warming or running or paused" in again.stderr
     missing = run_astra("rollout", "status", "nope", env=env)
     assert missing.exit_code == 2
     assert f"known: {name}" in missing.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -107,3 +108,33 @@ def test_two_servers_follow_tag_and_rollback_done_by_the_cli(
     finally:
         for server in servers:
             stop(server)
+
+
+def test_experiment_arms_and_rollout_sides_are_kept_loaded(two_versions: Registry) -> None:
+    from astra_tune.experiments.rollout import RolloutSpec, RolloutStore
+    from astra_tune.experiments.store import ExperimentStore, parse_spec
+
+    state = build_server(ServeSettings(), two_versions)
+    assert state.pool.pins == {}
+    experiments = ExperimentStore(two_versions)
+    experiments.create(parse_spec({
+        "name": "wren-ab", "model": "orrery:production", "split": [50, 50],
+        "arms": {"control": "orrery:1.0.0", "candidate": "orrery:1.0.1"}}))  # fmt: skip
+    state.reload_experiments()
+    assert state.pool.pins == {"orrery:1.0.0": math.inf, "orrery:1.0.1": math.inf}
+    experiments.stop("wren-ab")
+    state.reload_experiments()
+    assert state.pool.pins == {}
+    rollouts = RolloutStore(two_versions)
+    spec = RolloutSpec(model="orrery:production", to="orrery:1.0.1", strategy="blue-green",
+                       scale_down_delay_s=600)  # fmt: skip
+    rollout = rollouts.start(spec)
+    rollouts.switch(rollout.name, {})
+    state.reload_experiments()
+    assert state.pool.pins == {"orrery:1.0.0": math.inf, "orrery:1.0.1": math.inf}
+    rollouts.abort(rollout.name)
+    state.reload_experiments()
+    switched = rollouts.get(rollout.name).switched_at
+    assert switched is not None
+    held = switched.timestamp() + 600
+    assert state.pool.pins == {"orrery:1.0.0": held, "orrery:1.0.1": held}

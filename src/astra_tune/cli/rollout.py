@@ -11,7 +11,10 @@ from rich.table import Table
 from astra_tune.cli.output import stdout_console
 from astra_tune.errors import ConfigError
 
-app = typer.Typer(help="Canary rollouts: steps, guardrails, rollback.", no_args_is_help=True)
+app = typer.Typer(
+    help="Canary and blue-green rollouts: steps or a smoke-tested switch, guardrails, rollback.",
+    no_args_is_help=True,
+)
 
 
 def _store() -> Any:
@@ -21,11 +24,11 @@ def _store() -> Any:
     return RolloutStore(Registry())
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, flag: str = "--interval") -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
     if match is None:
-        raise ConfigError(f"--interval takes a duration like 60s, 5m or 1h, not {text!r}",
-                          where="--interval")  # fmt: skip
+        raise ConfigError(f"{flag} takes a duration like 60s, 5m or 1h, not {text!r}",
+                          where=flag)  # fmt: skip
     scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
     return float(match.group(1)) * scale
 
@@ -34,8 +37,12 @@ def _seconds(text: str) -> float:
 def start(
     model: str = typer.Argument(..., help="Served alias to move, e.g. orrery:production."),
     to: str = typer.Option(..., "--to", help="Candidate version, e.g. orrery:1.1.0."),
-    steps: str = typer.Option("10,25,50,100", "--steps", help="Candidate share per step, %."),
-    interval: str = typer.Option("60s", "--interval", help="How long each step runs."),
+    steps: str | None = typer.Option(
+        None, "--steps", help="Candidate share per step, % (canary; default 10,25,50,100)."
+    ),
+    interval: str = typer.Option(
+        "60s", "--interval", help="How long each step (blue-green: the post-switch window) runs."
+    ),
     failure_limit: int = typer.Option(2, "--failure-limit", help="Failed checks before rollback."),
     max_error_rate: float = typer.Option(0.02, "--max-error-rate"),
     max_p95_latency_ratio: float = typer.Option(1.5, "--max-p95-latency-ratio"),
@@ -43,31 +50,66 @@ def start(
     min_requests: int = typer.Option(
         20, "--min-requests", help="Candidate answers a check needs; fewer means hold."
     ),
+    blue_green: bool = typer.Option(
+        False, "--blue-green", help="Smoke-test the candidate, then switch all traffic at once."
+    ),
+    scale_down_delay: str = typer.Option(
+        "10m", "--scale-down-delay", help="Blue-green: how long the old side stays loaded."
+    ),
+    smoke_prompt: str = typer.Option(
+        "Say hello in one short sentence.",
+        "--smoke-prompt",
+        help="Blue-green: the question the candidate must answer before the switch.",
+    ),
+    smoke_max_tokens: int = typer.Option(
+        256, "--smoke-max-tokens", help="Blue-green: tokens the smoke answer may take."
+    ),
 ) -> None:
-    """Shift traffic to the candidate step by step; roll back when guardrails fail."""
+    """Shift traffic to the candidate step by step (or, --blue-green, at once after a smoke
+    test); roll back when guardrails fail."""
     from pydantic import ValidationError
 
     from astra_tune.errors import Problem
     from astra_tune.experiments.rollout import RolloutSpec
 
+    fields: dict[str, Any] = {}
+    if steps is not None and blue_green:
+        raise ConfigError(
+            "a blue-green rollout switches at once: leave out steps", where="--steps",
+            fix="drop --steps, or drop --blue-green for a canary",
+        )  # fmt: skip
+    if steps is not None:
+        try:
+            fields["steps"] = [float(s) for s in steps.split(",")]
+        except ValueError as exc:
+            raise ConfigError(f"--steps takes percentages like 10,25,50,100, not {steps!r}",
+                              where="--steps") from exc  # fmt: skip
     try:
-        shares = [float(s) for s in steps.split(",")]
-    except ValueError as exc:
-        raise ConfigError(f"--steps takes percentages like 10,25,50,100, not {steps!r}",
-                          where="--steps") from exc  # fmt: skip
-    try:
-        spec = RolloutSpec(model=model, to=to, steps=shares, interval_s=_seconds(interval),
-                           failure_limit=failure_limit, max_error_rate=max_error_rate,
-                           max_p95_latency_ratio=max_p95_latency_ratio,
-                           max_ttft_ratio=max_ttft_ratio, min_requests=min_requests)  # fmt: skip
+        spec = RolloutSpec(
+            model=model, to=to, interval_s=_seconds(interval), failure_limit=failure_limit,
+            max_error_rate=max_error_rate, max_p95_latency_ratio=max_p95_latency_ratio,
+            max_ttft_ratio=max_ttft_ratio, min_requests=min_requests,
+            strategy="blue-green" if blue_green else "canary",
+            scale_down_delay_s=_seconds(scale_down_delay, "--scale-down-delay"),
+            smoke_prompt=smoke_prompt, smoke_max_tokens=smoke_max_tokens, **fields,
+        )  # fmt: skip
     except ValidationError as exc:
         problems = [
-            Problem(path="--" + str(e["loc"][0]).replace("_", "-"),
+            Problem(path="--" + str(e["loc"][0]).replace("_", "-") if e["loc"] else "rollout",
                     message=e["msg"].removeprefix("Value error, "))
             for e in exc.errors()
         ]  # fmt: skip
         raise ConfigError("invalid rollout", problems=problems) from exc
     rollout = _store().start(spec)
+    if rollout.strategy == "blue-green":
+        stdout_console().print(
+            f"[green]started:[/] {rollout.name}: {rollout.model} {rollout.stable} -> "
+            f"{rollout.candidate}, blue-green\n  running servers load the candidate and "
+            f"smoke-test it, then switch at once; guardrails for {rollout.interval_s:g} s "
+            f"after; see `astra rollout status {rollout.name}`",
+            highlight=False,
+        )
+        return
     plan = ", ".join(f"{s:g}" for s in rollout.steps)
     stdout_console().print(
         f"[green]started:[/] {rollout.name}: {rollout.model} {rollout.stable} -> "
@@ -88,9 +130,13 @@ def status(name: str | None = typer.Argument(None, help="Rollout name (default: 
         console.print("no rollouts: astra rollout start ALIAS --to VERSION")
         return
     for r in rollouts:
+        where = (
+            f"step {r.step + 1} of {len(r.steps)}" if r.strategy == "canary"
+            else "blue-green, " + ("switched" if r.switched_at else "not switched")
+        )  # fmt: skip
         console.print(
             f"[bold]{r.name}[/]: {r.model} {r.stable} -> {r.candidate}: {r.status}, "
-            f"candidate {r.weight:g}% (step {r.step + 1} of {len(r.steps)}), "
+            f"candidate {r.weight:g}% ({where}), "
             f"failed checks {r.failures}/{r.failure_limit}",
             highlight=False,
         )
@@ -125,4 +171,6 @@ def abort(
 ) -> None:
     """Send every request back to the stable version and end the rollout."""
     r = _store().abort(name, reason)
-    stdout_console().print(f"aborted: {r.name}; {r.model} serves {r.stable} only", highlight=False)
+    moved = " (alias moved back)" if r.switched_at else ""
+    stdout_console().print(f"aborted: {r.name}; {r.model} serves {r.stable} only{moved}",
+                           highlight=False)  # fmt: skip

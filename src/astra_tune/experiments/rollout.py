@@ -8,20 +8,28 @@ means "hold", never "pass" (Argo Rollouts and Flagger can pass or fail a canary 
 metric). A failed check counts; at the failure limit the candidate's weight goes to 0 and
 the rollout ends rolled back. Passing the last step points the alias at the candidate.
 
+A blue-green rollout starts "warming": every server that sees it loads the candidate
+and asks it one greedy question, and the first to get a whole answer (end of turn
+reached, not cut off by the token limit) switches all traffic and the alias at once.
+A post-switch window with the same guardrails can switch back; the old version stays
+loaded meanwhile and for the scale-down delay after the switch, so switching back
+costs no load.
+
 Every server ticks every rollout; each tick is one transaction that rereads the row, so
 two replicas never both advance the same step.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
 
 from astra_tune.errors import ConfigError
@@ -32,7 +40,10 @@ from astra_tune.registry.index import now, session
 from astra_tune.registry.names import parse_reference
 from astra_tune.registry.store import Registry
 
-ACTIVE = ("running", "paused")
+ACTIVE = ("warming", "running", "paused")
+# Blue-green settings live in the JSON `guardrails` column beside the guardrails, so a
+# database made before blue-green existed needs no migration.
+SETTINGS = ("scale_down_delay_s", "smoke_prompt", "smoke_max_tokens")
 
 
 class RolloutSpec(BaseModel):
@@ -49,6 +60,19 @@ class RolloutSpec(BaseModel):
     max_p95_latency_ratio: float = Field(1.5, gt=0, description="Candidate/stable p95 latency.")
     max_ttft_ratio: float = Field(1.5, gt=0, description="Candidate/stable p95 time to 1st token.")
     min_requests: int = Field(20, ge=1, description="Candidate answers a check needs, else hold.")
+    strategy: Literal["canary", "blue-green"] = Field(
+        "canary", description="canary: steps of traffic; blue-green: smoke test, then switch."
+    )
+    scale_down_delay_s: float = Field(
+        600.0, ge=0, description="Blue-green: seconds the old side stays loaded after the switch."
+    )
+    smoke_prompt: str = Field(
+        "Say hello in one short sentence.", min_length=1,
+        description="Blue-green: what the candidate must answer before the switch.",
+    )  # fmt: skip
+    smoke_max_tokens: int = Field(
+        256, ge=1, le=8192, description="Blue-green: tokens the smoke answer may take."
+    )
 
     @field_validator("steps")
     @classmethod
@@ -58,6 +82,14 @@ class RolloutSpec(BaseModel):
         if any(b <= a for a, b in pairwise(steps)) or steps[-1] != 100:
             raise ValueError("steps must rise and end at 100, e.g. 10,25,50,100")
         return steps
+
+    @model_validator(mode="after")
+    def _one_step_for_blue_green(self) -> RolloutSpec:
+        if self.strategy == "blue-green":
+            if "steps" in self.model_fields_set and self.steps != [100]:
+                raise ValueError("a blue-green rollout switches at once: leave out steps")
+            self.steps = [100]
+        return self
 
 
 @dataclass(frozen=True)
@@ -79,6 +111,26 @@ class Rollout:
     salt: str
     step_started_at: str
     history: tuple[dict[str, Any], ...]
+    strategy: str = "canary"
+    scale_down_delay_s: float = 0.0
+    smoke_prompt: str = ""
+    smoke_max_tokens: int = 256
+
+    @property
+    def switched_at(self) -> datetime | None:
+        """When a blue-green rollout switched its traffic, if it has."""
+        at = next((e["at"] for e in self.history if e["event"] == "switched"), None)
+        return datetime.fromisoformat(at) if at else None
+
+    def keep_loaded_until(self) -> float:
+        """Until when (epoch seconds) servers keep both sides loaded: while active, and a
+        blue-green rollout's old side for the scale-down delay after its switch."""
+        if self.status in ACTIVE:
+            return math.inf
+        switched = self.switched_at
+        if self.strategy != "blue-green" or switched is None:
+            return 0.0
+        return switched.timestamp() + self.scale_down_delay_s
 
     def weights(self) -> dict[str, float]:
         return {"stable": 100 - self.weight, "candidate": self.weight}
@@ -135,18 +187,22 @@ class RolloutStore:
                 )  # fmt: skip
             count = db.scalar(select(func.count(RolloutRow.id))) or 0
             moment = now()
+            blue_green = spec.strategy == "blue-green"
+            weight = 0.0 if blue_green else spec.steps[0]  # blue-green: none until the smoke test
             row = RolloutRow(
                 name=f"rollout-{re.sub(r'[^a-z0-9]+', '-', model)}-{count + 1}", model=model,
                 stable=f"{stable.name}:{stable.version}",
-                candidate=f"{candidate.name}:{candidate.version}", strategy="canary",
-                steps=list(spec.steps), step=0, weight=spec.steps[0], interval_s=spec.interval_s,
-                failure_limit=spec.failure_limit, failures=0, status="running",
+                candidate=f"{candidate.name}:{candidate.version}", strategy=spec.strategy,
+                steps=list(spec.steps), step=0, weight=weight, interval_s=spec.interval_s,
+                failure_limit=spec.failure_limit, failures=0,
+                status="warming" if blue_green else "running",
                 guardrails={"max_error_rate": spec.max_error_rate,
                             "max_p95_latency_ratio": spec.max_p95_latency_ratio,
                             "max_ttft_ratio": spec.max_ttft_ratio,
-                            "min_requests": spec.min_requests},
+                            "min_requests": spec.min_requests,
+                            **{key: getattr(spec, key) for key in SETTINGS}},
                 salt=secrets.token_hex(8), started_at=moment, step_started_at=moment,
-                history=[{"at": _iso(moment), "event": "start", "weight": spec.steps[0]}],
+                history=[{"at": _iso(moment), "event": "start", "weight": weight}],
                 revision=1,
             )  # fmt: skip
             db.add(row)
@@ -171,7 +227,43 @@ class RolloutStore:
         return self._set_status(name, "running", from_=("paused",), restart_step=True)
 
     def abort(self, name: str, reason: str = "") -> Rollout:
-        return self._set_status(name, "aborted", from_=ACTIVE, weight=0.0, reason=reason)
+        """End the rollout with every request on the stable version (a blue-green
+        rollout that already switched also points its alias back)."""
+        ended = self._set_status(name, "aborted", from_=ACTIVE, weight=0.0, reason=reason)
+        if ended.switched_at is not None:
+            self._point_alias(ended, ended.stable, f"{name} aborted: {reason or 'by hand'}")
+        return ended
+
+    def switch(self, name: str, values: dict[str, Any]) -> bool:
+        """Give a warming blue-green rollout all traffic and its alias, after the smoke
+        test `values` describe; False when another server got there first."""
+        with session(self.engine) as db, db.begin():
+            row = self._locked(db, name)
+            if row.status != "warming":
+                return False
+            moment = now()
+            row.status, row.weight, row.step_started_at = "running", 100.0, moment
+            event = {"at": _iso(moment), "event": "switched", "weight": 100.0,
+                     "reason": "smoke test passed", "values": values}  # fmt: skip
+            row.history = [*row.history, event]
+            row.revision += 1
+            switched = _rollout(row)
+        self._point_alias(switched, switched.candidate, f"{name}: blue-green switch")
+        return True
+
+    def fail_smoke(self, name: str, reason: str, values: dict[str, Any]) -> bool:
+        """End a warming blue-green rollout whose candidate failed its smoke test (it never
+        got traffic); False when it was no longer warming."""
+        with session(self.engine) as db, db.begin():
+            row = self._locked(db, name)
+            if row.status != "warming":
+                return False
+            row.status, row.weight = "failed", 0.0
+            event = {"at": _iso(now()), "event": "smoke test failed", "weight": 0.0,
+                     "reason": reason, "values": values}  # fmt: skip
+            row.history = [*row.history, event]
+            row.revision += 1
+        return True
 
     def tick(self, at: datetime | None = None) -> list[str]:
         """Check every running rollout whose step interval is over; names that changed."""
@@ -204,13 +296,9 @@ class RolloutStore:
         if moment < started + timedelta(seconds=seen.interval_s):
             return False
         result = self.check(seen, started, moment)  # read-only, outside the write lock
-        promote = None
+        alias_to = None  # (version, reason) the alias moves to once the row is committed
         with session(self.engine) as db, db.begin():
-            # Reread under the write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: FOR UPDATE):
-            # a replica that finished this step a moment earlier is seen, not repeated.
-            row = db.scalars(
-                select(RolloutRow).where(RolloutRow.name == name).with_for_update()
-            ).one()
+            row = self._locked(db, name)
             if row.status != "running" or _utc(row.step_started_at) != started:
                 return False
             event: dict[str, Any] = {"at": _iso(moment), "event": result.decision,
@@ -223,21 +311,37 @@ class RolloutStore:
             elif result.decision == "pass":
                 row.status = "done"
                 event["event"] = "promoted"
-                promote = (row.candidate, parse_reference(row.model).tag, row.name)
+                # A blue-green alias moved at the switch; setting it again is a no-op.
+                alias_to = (row.candidate, f"{row.name}: every step passed")
             elif result.decision == "fail":
                 row.failures += 1
                 if row.failures >= row.failure_limit:
                     row.weight = 0.0
                     row.status = "rolled_back"
                     event["event"] = "rolled back"
+                    if row.strategy == "blue-green":  # its alias had moved: move it back
+                        alias_to = (row.stable, f"{row.name}: rolled back ({result.reason})")
             row.step_started_at = moment
             row.history = [*row.history, event]
             row.revision += 1
-        if promote is not None:
-            # After the commit: the registry takes its own write lock.
-            candidate, alias, rollout = promote
-            self.registry.tag(candidate, alias, reason=f"{rollout}: every step passed")
+            ended = _rollout(row)
+        if alias_to is not None:
+            self._point_alias(ended, *alias_to)
         return True
+
+    def _point_alias(self, rollout: Rollout, reference: str, reason: str) -> None:
+        """Point the rollout's alias at `reference` unless it already does (after the
+        rollout's own commit: the registry takes its own write lock)."""
+        alias = parse_reference(rollout.model).tag
+        if self.registry.resolve(rollout.model, verify=False).reference != reference:
+            self.registry.tag(reference, alias, reason=reason)
+
+    def _locked(self, db: Any, name: str) -> RolloutRow:
+        # Reread under the write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: FOR UPDATE):
+        # a replica that moved this rollout a moment earlier is seen, not repeated.
+        return db.scalars(  # type: ignore[no-any-return]
+            select(RolloutRow).where(RolloutRow.name == name).with_for_update()
+        ).one()
 
     def _set_status(
         self, name: str, status: str, *, from_: tuple[str, ...], weight: float | None = None,
@@ -298,11 +402,13 @@ def evaluate(rollout: Rollout, candidate: list[ResponseRow], stable: list[Respon
 
 
 def _rollout(row: RolloutRow) -> Rollout:
+    guardrails = {k: v for k, v in row.guardrails.items() if k not in SETTINGS}
+    settings = {k: row.guardrails[k] for k in SETTINGS if k in row.guardrails}
     return Rollout(
         name=row.name, model=row.model, stable=row.stable, candidate=row.candidate,
         steps=tuple(row.steps), step=row.step, weight=row.weight, interval_s=row.interval_s,
-        failure_limit=row.failure_limit, failures=row.failures, guardrails=dict(row.guardrails),
-        status=row.status, salt=row.salt,
+        failure_limit=row.failure_limit, failures=row.failures, guardrails=guardrails,
+        status=row.status, salt=row.salt, strategy=row.strategy, **settings,
         # Full precision: `_advance` compares it with the row to see a step already taken.
         step_started_at=_utc(row.step_started_at).isoformat(),
         history=tuple(row.history or []),

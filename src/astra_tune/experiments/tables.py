@@ -131,8 +131,9 @@ class RolloutRow(Base):
     interval_s: Mapped[float] = mapped_column(Float)
     failure_limit: Mapped[int] = mapped_column(Integer)
     failures: Mapped[int] = mapped_column(Integer, default=0)
-    guardrails: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16))  # running|paused|done|rolled_back|aborted
+    guardrails: Mapped[dict[str, Any]] = mapped_column(JSON)  # and blue-green settings
+    # warming | running | paused | done | rolled_back | aborted | failed (smoke test)
+    status: Mapped[str] = mapped_column(String(16))
     salt: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     step_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

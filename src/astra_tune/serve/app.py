@@ -36,6 +36,7 @@ from astra_tune.serve.metrics import ServerMetrics
 from astra_tune.serve.ollama_api import router as ollama_router
 from astra_tune.serve.openai_api import router as openai_router
 from astra_tune.serve.settings import ServeSettings, hash_key
+from astra_tune.serve.smoke import warm_and_switch
 from astra_tune.serve.state import (
     ARM_HEADER,
     EXPERIMENT_HEADER,
@@ -259,7 +260,20 @@ async def _watch_registry(state: ServerState) -> None:
         return state.reload_registry() + state.reload_experiments()
 
     seen = await run_in_threadpool(marker)
+    smoking: dict[str, asyncio.Task[None]] = {}
+    try:
+        await _watch(state, smoking, marker, reload, seen)
+    finally:
+        for task in smoking.values():  # stopping: a switch already begun ends in its thread
+            task.cancel()
+
+
+async def _watch(
+    state: ServerState, smoking: dict[str, asyncio.Task[None]], marker: Any, reload: Any,
+    seen: tuple[Any, ...],
+) -> None:  # fmt: skip
     while True:
+        _smoke_warming(state, smoking)
         await asyncio.sleep(state.settings.registry_poll)
         try:
             now = await run_in_threadpool(marker)
@@ -276,6 +290,19 @@ async def _watch_registry(state: ServerState) -> None:
         if changed:
             state.metrics.registry_reloads.labels("changed").inc()
             log.info("registry or experiments changed: %s", ", ".join(changed))
+
+
+def _smoke_warming(state: ServerState, smoking: dict[str, asyncio.Task[None]]) -> None:
+    """Start the smoke test of every warming blue-green rollout not already being tested
+    here; a test that crashed (not one that failed the candidate) is retried."""
+    for name, task in list(smoking.items()):
+        if task.done():
+            del smoking[name]
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("smoke test of %s crashed (will retry): %r", name, task.exception())
+    for rollout in state.rollouts.values():
+        if rollout.status == "warming" and rollout.name not in smoking:
+            smoking[rollout.name] = asyncio.create_task(warm_and_switch(state, rollout))
 
 
 async def _reap(state: ServerState) -> None:

@@ -281,6 +281,10 @@ class EnginePool:
         self.max_queue = max_queue
         self.engines: OrderedDict[str, LlamaEngine] = OrderedDict()
         self.expires: dict[str, float] = {}
+        # Engine keys kept loaded until an epoch time, whatever keep-alive and the LRU
+        # say: experiment arms and both sides of a rollout, so a switch (or a switch
+        # back) never waits for a load. Replaced whole by the server on every reload.
+        self.pins: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def get(self, model: ServedModel) -> LlamaEngine:
@@ -310,11 +314,18 @@ class EnginePool:
             self.expires[key] = time.time() + self.keep_alive
             return engine
 
+    def pinned(self, key: str, at: float | None = None) -> bool:
+        return self.pins.get(key, 0.0) > (time.time() if at is None else at)
+
     def _make_room(self) -> None:
         while len(self.engines) >= self.max_loaded:
-            idle = [n for n, e in self.engines.items() if not e.running and not e.waiting]
+            idle = [n for n, e in self.engines.items()
+                    if not e.running and not e.waiting and not self.pinned(n)]  # fmt: skip
             if not idle:
-                break  # everything is busy: go over the cap rather than fail the request
+                # Everything is busy or pinned: go over the cap rather than fail the
+                # request (pins are bounded: servers refuse experiments with more arms
+                # than --max-loaded).
+                break
             self.unload(idle[0])
 
     def unload(self, key: str) -> None:
@@ -328,7 +339,7 @@ class EnginePool:
         """Unload engines idle past their keep-alive."""
         with self._lock:
             now = time.time()
-            for name in [n for n, t in self.expires.items() if t < now]:
+            for name in [n for n, t in self.expires.items() if t < now and not self.pinned(n, now)]:
                 engine = self.engines[name]
                 if not engine.running and not engine.waiting:
                     self.unload(name)

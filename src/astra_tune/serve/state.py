@@ -7,6 +7,8 @@ routers) and the routers do not import each other.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from astra_tune.errors import AstraError
 from astra_tune.experiments.assignment import assign, request_unit
 from astra_tune.experiments.records import Recorder, Trace
-from astra_tune.experiments.rollout import Rollout, RolloutStore
+from astra_tune.experiments.rollout import ACTIVE, Rollout, RolloutStore
 from astra_tune.experiments.store import Experiment, ExperimentStore, served_name
 from astra_tune.registry.store import Registry
 from astra_tune.serve.catalog import Catalog, ServedModel, from_registry
@@ -54,7 +56,7 @@ class ServerState:
     # Running experiments by the served name they take over (`name:tag`).
     experiments: dict[str, Experiment] = field(default_factory=dict)
     recorder: Recorder | None = None  # keeps every answer's record (with a registry)
-    # Canary rollouts in progress (running or paused), by the served name they shift.
+    # Rollouts in progress (warming, running or paused), by the served name they shift.
     rollouts: dict[str, Rollout] = field(default_factory=dict)
 
     async def engine(self, model: ServedModel) -> LlamaEngine:
@@ -217,8 +219,16 @@ class ServerState:
         changed |= {e.name for k, e in self.experiments.items() if k not in running}
         self.experiments = running
         rollouts: dict[str, Rollout] = {}
-        for rollout in RolloutStore(registry).list(active_only=True):
-            problem = self._serve_all(registry, [rollout.stable, rollout.candidate])
+        pins: dict[str, float] = {}
+        for rollout in RolloutStore(registry).list():
+            until = rollout.keep_loaded_until()
+            if until > time.time():
+                # Rollout references are name:X.Y.Z, which is what engines are kept under.
+                for side in (rollout.stable, rollout.candidate):
+                    pins[side] = max(pins.get(side, 0.0), until)
+            if rollout.status not in ACTIVE:
+                continue
+            problem = self._unroutable_rollout(registry, rollout)
             if problem:
                 log.warning("not routing rollout %s: %s", rollout.name, problem)
                 continue
@@ -226,7 +236,16 @@ class ServerState:
         changed |= {r.name for k, r in rollouts.items() if self.rollouts.get(k) != r}
         changed |= {r.name for k, r in self.rollouts.items() if k not in rollouts}
         self.rollouts = rollouts
+        for experiment in running.values():
+            for arm in experiment.arms:
+                pins[self.catalog.get(arm.reference).engine_key] = math.inf
+        self.pool.pins = pins
         return sorted(changed)
+
+    def _unroutable_rollout(self, registry: Registry, rollout: Rollout) -> str | None:
+        if self.settings.max_loaded < 2:
+            return "both versions must stay loaded, but --max-loaded is 1 (raise it to 2)"
+        return self._serve_all(registry, [rollout.stable, rollout.candidate])
 
     def _unroutable(self, registry: Registry, experiment: Experiment) -> str | None:
         """Why this server cannot route `experiment`, after serving every arm's version."""
